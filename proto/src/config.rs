@@ -1,0 +1,102 @@
+//! The TOML configuration file. Every key is optional; unknown keys are errors naming the key.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/silica-cron/config.toml";
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    /// Database file path, or a `sqlite:///` URL.
+    pub database: Option<String>,
+    pub socket: Option<PathBuf>,
+    pub migrations_dir: Option<PathBuf>,
+    /// "production" or "development".
+    pub environment: Option<String>,
+    /// Most control connections served at once; more are answered "busy" and closed.
+    pub max_connections: Option<usize>,
+    pub bind_host: Option<String>,
+    pub bind_port: Option<u16>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("config file {path}: max_connections must be at least 1")]
+    BadMaxConnections { path: PathBuf },
+    #[error("{0}")]
+    Path(#[from] crate::paths::PathError),
+}
+
+impl ConfigFile {
+    pub fn parse(path: &Path, text: &str) -> Result<ConfigFile, ConfigError> {
+        let file: ConfigFile = toml::from_str(text).map_err(|e| {
+            // Name the line and quote it, so the key at fault is visible whatever toml says.
+            let message = match e.span() {
+                Some(span) => {
+                    let line_no = text[..span.start].matches('\n').count() + 1;
+                    let line = text.lines().nth(line_no - 1).unwrap_or("").trim();
+                    format!("line {line_no} ({line}): {}", e.message().trim())
+                }
+                None => e.message().trim().to_string(),
+            };
+            ConfigError::Parse { path: path.to_owned(), message }
+        })?;
+        if file.max_connections == Some(0) {
+            return Err(ConfigError::BadMaxConnections { path: path.to_owned() });
+        }
+        if let Some(env) = &file.environment {
+            if env != "production" && env != "development" {
+                return Err(ConfigError::Parse {
+                    path: path.to_owned(),
+                    message: format!(
+                        "environment must be \"production\" or \"development\", not {env:?}"
+                    ),
+                });
+            }
+        }
+        Ok(file)
+    }
+
+    pub fn load(path: &Path) -> Result<ConfigFile, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        ConfigFile::parse(path, &text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = ConfigFile::parse(Path::new("/x.toml"), "databse = 'a.db'\n").unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("/x.toml") && msg.contains("databse"), "{msg}");
+    }
+
+    #[test]
+    fn bad_value_is_named() {
+        let err = ConfigFile::parse(Path::new("c"), "max_connections = 'many'").unwrap_err();
+        assert!(err.to_string().contains("line 1 (max_connections = 'many')"), "{err}");
+        let err = ConfigFile::parse(Path::new("c"), "environment = 'prod'").unwrap_err();
+        assert!(err.to_string().contains("prod"));
+    }
+
+    #[test]
+    fn full_file_parses() {
+        let f = ConfigFile::parse(
+            Path::new("c"),
+            "database = 'sqlite:////var/lib/x.db'\nsocket = '/run/x.sock'\nmax_connections = 9\n",
+        )
+        .unwrap();
+        assert_eq!(f.max_connections, Some(9));
+        assert_eq!(f.socket.as_deref(), Some(Path::new("/run/x.sock")));
+    }
+}
