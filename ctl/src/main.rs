@@ -1,1 +1,150 @@
-fn main() {}
+//! silica-cron: the control client. Parses arguments, sends one request over the daemon's socket,
+//! prints the reply as it arrives. Blocking I/O and no runtime: it is a short-lived process.
+
+mod connection;
+mod render;
+
+use std::ffi::OsString;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use proto::cli::{GlobalArgs, MigrateCmd, ServeArgs};
+use proto::message::{exit_code, MigrateRequest, Request};
+use proto::paths::Settings;
+
+use crate::connection::{ConnectError, Connection};
+
+#[derive(Parser)]
+#[command(
+    name = "silica-cron",
+    version,
+    about = "Control client of silica-crond, the cron daemon for agent prompts"
+)]
+struct Cli {
+    #[command(flatten)]
+    global: GlobalArgs,
+    #[command(flatten)]
+    serve: ServeArgs,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon in the foreground (also what `silica-cron` alone does).
+    Serve(ServeArgs),
+    /// Show the daemon's pid, version, database, socket and schema revision.
+    Status,
+    /// Make the daemon re-read its configuration file.
+    Reload,
+    /// Database migrations (works with or without a running daemon).
+    Migrate {
+        #[command(subcommand)]
+        cmd: MigrateCmd,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let settings = match Settings::resolve(&cli.global) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("silica-cron: {e}");
+            return code(exit_code::FAILED);
+        }
+    };
+    match cli.command {
+        None | Some(Command::Serve(_)) => code(exec_daemon("run the daemon")),
+        Some(Command::Status) => code(status(&settings, cli.global.json)),
+        Some(Command::Reload) => code(simple(&settings, Request::Reload, "reload")),
+        Some(Command::Migrate { cmd }) => code(migrate(&settings, &cli.global, cmd)),
+    }
+}
+
+fn code(c: i32) -> ExitCode {
+    ExitCode::from(c as u8)
+}
+
+/// Replaces this process by `silica-crond` with the same arguments: its output, exit code and
+/// signals are then the daemon's own.
+fn exec_daemon(what: &str) -> i32 {
+    let args: Vec<OsString> = std::env::args_os().skip(1).collect();
+    let daemon = daemon_binary();
+    let err = std::process::Command::new(&daemon).args(&args).exec();
+    eprintln!(
+        "silica-cron: cannot {what}: cannot start {}: {err}",
+        daemon.display()
+    );
+    exit_code::FAILED
+}
+
+/// `silica-crond` beside this binary, else the one on PATH.
+fn daemon_binary() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|d| d.join("silica-crond")))
+        .filter(|p| p.is_file())
+        .unwrap_or_else(|| PathBuf::from("silica-crond"))
+}
+
+fn not_running(settings: &Settings, e: &ConnectError) -> i32 {
+    eprintln!("silica-cron: {e}");
+    eprintln!(
+        "silica-crond is not running for {}. Start it with: silica-cron serve (or systemctl start silica-crond)",
+        settings.db.display()
+    );
+    exit_code::UNREACHABLE
+}
+
+fn status(settings: &Settings, json: bool) -> i32 {
+    let mut conn = match Connection::open(&settings.socket) {
+        Ok(c) => c,
+        Err(e) if e.is_unreachable() => return not_running(settings, &e),
+        Err(e) => return render::fail(&e.to_string()),
+    };
+    match conn.status() {
+        Ok(info) => render::status(&info, json),
+        Err(e) => render::fail(&e.to_string()),
+    }
+}
+
+fn simple(settings: &Settings, req: Request, what: &str) -> i32 {
+    let mut conn = match Connection::open(&settings.socket) {
+        Ok(c) => c,
+        Err(e) if e.is_unreachable() => return not_running(settings, &e),
+        Err(e) => return render::fail(&e.to_string()),
+    };
+    match conn.request(req, render::line) {
+        Ok(Ok(exit)) => exit.code as i32,
+        Ok(Err(reply)) => render::fail(&format!("{what}: {reply}")),
+        Err(e) => render::fail(&e.to_string()),
+    }
+}
+
+fn migrate(settings: &Settings, global: &GlobalArgs, cmd: MigrateCmd) -> i32 {
+    let mut conn = match Connection::open(&settings.socket) {
+        Ok(c) => c,
+        // No daemon: the same engine runs one-shot in silica-crond.
+        Err(e) if e.is_unreachable() => return exec_daemon("run the migration"),
+        Err(e) => return render::fail(&e.to_string()),
+    };
+    let req = Request::Migrate(MigrateRequest {
+        cmd,
+        migrations_dir: global
+            .migrations_dir
+            .as_ref()
+            .map(|d| proto::paths::absolute(&std::env::current_dir().unwrap_or_default(), d)),
+        production: settings.production,
+        json: global.json,
+    });
+    match conn.request(req, render::line) {
+        Ok(Ok(exit)) => exit.code as i32,
+        Ok(Err(reply)) => {
+            eprintln!("FAILED: {reply}");
+            exit_code::FAILED
+        }
+        Err(e) => render::fail(&e.to_string()),
+    }
+}

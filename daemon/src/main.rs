@@ -1,1 +1,206 @@
-fn main() {}
+//! silica-crond: the daemon. Owns the database, applies migrations, serves the control socket.
+//! `silica-crond migrate …` runs one migration command one-shot instead.
+
+mod lock;
+mod migrate;
+mod oneshot;
+mod server;
+mod state;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use proto::cli::{GlobalArgs, MigrateCmd, ServeArgs};
+use proto::message::{exit_code, Output};
+use proto::paths::Settings;
+use tracing::{error, info, warn};
+
+use crate::lock::OwnerLock;
+use crate::migrate::script::Source;
+use crate::migrate::store::Db;
+use crate::migrate::{Ctx, Sink};
+use crate::state::Shared;
+
+#[derive(Parser)]
+#[command(
+    name = "silica-crond",
+    version,
+    about = "silica-cron daemon: runs agent prompts on cron schedules"
+)]
+struct Cli {
+    #[command(flatten)]
+    global: GlobalArgs,
+    #[command(flatten)]
+    serve: ServeArgs,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon in the foreground (the default).
+    Serve(ServeArgs),
+    /// Run one migration command without a daemon (what `silica-cron migrate` falls back to).
+    Migrate {
+        #[command(subcommand)]
+        cmd: MigrateCmd,
+    },
+}
+
+/// The revision files a command uses: the request's directory, the configured one, or the
+/// files built into this binary.
+pub fn source_for(settings: &Settings, requested: Option<PathBuf>) -> Source {
+    requested
+        .or_else(|| settings.migrations_dir.clone())
+        .map(Source::Dir)
+        .unwrap_or(Source::BuiltIn)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let settings = match Settings::resolve(&cli.global) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("silica-crond: {e}");
+            return ExitCode::from(exit_code::FAILED as u8);
+        }
+    };
+    match cli.command {
+        Some(Command::Migrate { cmd }) => {
+            ExitCode::from(oneshot::run(&settings, &cmd, cli.global.json) as u8)
+        }
+        Some(Command::Serve(serve)) => run_daemon(cli.global, merge(cli.serve, serve), settings),
+        None => run_daemon(cli.global, cli.serve, settings),
+    }
+}
+
+fn merge(top: ServeArgs, sub: ServeArgs) -> ServeArgs {
+    ServeArgs {
+        bind_port: sub.bind_port.or(top.bind_port),
+        bind_host: sub.bind_host.or(top.bind_host),
+    }
+}
+
+fn init_logging() {
+    let filter = std::env::var("LOG_LEVEL")
+        .unwrap_or_else(|_| "info".into())
+        .to_lowercase();
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&filter).unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(false);
+    // The journal stamps lines itself.
+    if std::env::var_os("JOURNAL_STREAM").is_some() {
+        builder.without_time().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn run_daemon(args: GlobalArgs, serve: ServeArgs, settings: Settings) -> ExitCode {
+    init_logging();
+    match daemon(args, serve, settings) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!("{e:#}");
+            ExitCode::from(exit_code::FAILED as u8)
+        }
+    }
+}
+
+fn daemon(args: GlobalArgs, serve: ServeArgs, settings: Settings) -> anyhow::Result<()> {
+    let _lock = OwnerLock::acquire(&settings.lock, &settings.db)?;
+    let mut db = Db::new(&settings.db);
+    prepare_database(&mut db, &settings)?;
+    let shared = Arc::new(Shared::new(args, serve, settings.clone(), db));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let listener = server::bind(&settings.socket)?;
+        let schema = shared.schema_state();
+        info!(
+            pid = std::process::id(),
+            database = %settings.db.display(),
+            socket = %settings.socket.display(),
+            environment = if settings.production { "production" } else { "development" },
+            "silica-crond {} ready", proto::PRODUCT_VERSION
+        );
+        if let Some(note) = &schema.note {
+            warn!("{note}; jobs do not fire until the database is at head");
+        }
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        spawn_signal_handler(shared.clone(), stop_tx)?;
+        server::serve(listener, shared.clone(), stop_rx).await;
+        anyhow::Ok(())
+    })?;
+    shared.close_db();
+    // The listener removed its socket file when dropped; remove it in case it did not.
+    let _ = std::fs::remove_file(&settings.socket);
+    info!("silica-crond stopped");
+    Ok(())
+}
+
+/// A missing database is created at head. In production the database is upgraded to head before
+/// the socket opens; in development a database behind head is served as is and jobs are held.
+fn prepare_database(db: &mut Db, settings: &Settings) -> anyhow::Result<()> {
+    let source = source_for(settings, None);
+    let cmd = MigrateCmd::Upgrade {
+        target: "heads".into(),
+        sql: false,
+        stamp_only: false,
+    };
+    let mut print = |o: Output| match o {
+        Output::Stdout(l) | Output::Stderr(l) => eprintln!("{l}"),
+    };
+    let mut ctx = Ctx {
+        db,
+        source,
+        production: settings.production,
+        json: false,
+    };
+    if settings.production {
+        eprintln!("🚀 Production detected: auto-applying cron migrations...");
+        migrate::run(&mut ctx, &cmd, &mut Sink(&mut print)).context("cron migrations failed")?;
+        eprintln!("✅ cron migrations applied successfully");
+    } else if !ctx.db.exists() {
+        info!(database = %settings.db.display(), "creating the database at head");
+        migrate::run(&mut ctx, &cmd, &mut Sink(&mut print))
+            .context("cannot create the database")?;
+    } else {
+        // Opening for writing sets WAL mode once, so readers never block the daemon.
+        ctx.db.writer()?;
+    }
+    Ok(())
+}
+
+/// SIGTERM/SIGINT stop the daemon; SIGHUP re-reads the configuration.
+fn spawn_signal_handler(
+    shared: Arc<Shared>,
+    stop: tokio::sync::watch::Sender<bool>,
+) -> anyhow::Result<()> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
+        .context("cannot install signal handlers")?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            for sig in signals.forever() {
+                if sig == SIGHUP {
+                    info!("SIGHUP: re-reading the configuration");
+                    let _ = shared.reload();
+                } else {
+                    info!(signal = sig, "stopping: finishing requests in flight");
+                    let _ = stop.send(true);
+                }
+            }
+        })?;
+    Ok(())
+}

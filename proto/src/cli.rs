@@ -21,7 +21,12 @@ pub struct GlobalArgs {
     #[arg(long, global = true, value_name = "PATH")]
     pub config: Option<PathBuf>,
     /// Read revision files from this directory instead of the ones built into silica-crond.
-    #[arg(long, global = true, value_name = "DIR", env = "SILICA_CRON_MIGRATIONS")]
+    #[arg(
+        long,
+        global = true,
+        value_name = "DIR",
+        env = "SILICA_CRON_MIGRATIONS"
+    )]
     pub migrations_dir: Option<PathBuf>,
     /// Machine-readable output for read commands.
     #[arg(long, global = true)]
@@ -76,7 +81,11 @@ pub enum MigrateCmd {
     },
     /// Apply revisions up to TARGET (default head).
     Upgrade {
-        #[arg(value_name = "TARGET", default_value = "head", allow_hyphen_values = true)]
+        #[arg(
+            value_name = "TARGET",
+            default_value = "head",
+            allow_hyphen_values = true
+        )]
         target: String,
         /// Print the SQL instead of running it (TARGET may be A:B).
         #[arg(long)]

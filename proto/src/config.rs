@@ -24,7 +24,10 @@ pub struct ConfigFile {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("config file {path}: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("config file {path}: max_connections must be at least 1")]
@@ -45,10 +48,15 @@ impl ConfigFile {
                 }
                 None => e.message().trim().to_string(),
             };
-            ConfigError::Parse { path: path.to_owned(), message }
+            ConfigError::Parse {
+                path: path.to_owned(),
+                message,
+            }
         })?;
         if file.max_connections == Some(0) {
-            return Err(ConfigError::BadMaxConnections { path: path.to_owned() });
+            return Err(ConfigError::BadMaxConnections {
+                path: path.to_owned(),
+            });
         }
         if let Some(env) = &file.environment {
             if env != "production" && env != "development" {
@@ -64,8 +72,10 @@ impl ConfigFile {
     }
 
     pub fn load(path: &Path) -> Result<ConfigFile, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
         ConfigFile::parse(path, &text)
     }
 }
@@ -84,7 +94,11 @@ mod tests {
     #[test]
     fn bad_value_is_named() {
         let err = ConfigFile::parse(Path::new("c"), "max_connections = 'many'").unwrap_err();
-        assert!(err.to_string().contains("line 1 (max_connections = 'many')"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("line 1 (max_connections = 'many')"),
+            "{err}"
+        );
         let err = ConfigFile::parse(Path::new("c"), "environment = 'prod'").unwrap_err();
         assert!(err.to_string().contains("prod"));
     }

@@ -80,7 +80,9 @@ pub fn parse_hello(payload: &[u8]) -> Result<u32, FrameError> {
     if payload.len() != HELLO_LEN || payload[..4] != HELLO_MAGIC {
         return Err(FrameError::BadHello);
     }
-    Ok(u32::from_be_bytes(payload[4..].try_into().expect("4 bytes")))
+    Ok(u32::from_be_bytes(
+        payload[4..].try_into().expect("4 bytes"),
+    ))
 }
 
 /// Reads one frame's payload from a blocking reader (the client's side).
@@ -153,22 +155,40 @@ mod tests {
             other => panic!("expected TooLarge, got {other:?}"),
         }
         let just_over = ((MAX_FRAME + 1) as u32).to_be_bytes();
-        assert!(matches!(payload_len(just_over), Err(FrameError::TooLarge(_))));
-        assert_eq!(payload_len((MAX_FRAME as u32).to_be_bytes()).unwrap(), MAX_FRAME);
+        assert!(matches!(
+            payload_len(just_over),
+            Err(FrameError::TooLarge(_))
+        ));
+        assert_eq!(
+            payload_len((MAX_FRAME as u32).to_be_bytes()).unwrap(),
+            MAX_FRAME
+        );
     }
 
     #[test]
     fn empty_frame_is_refused() {
-        assert!(matches!(read_payload(&mut Cursor::new(vec![0, 0, 0, 0])), Err(FrameError::Empty)));
+        assert!(matches!(
+            read_payload(&mut Cursor::new(vec![0, 0, 0, 0])),
+            Err(FrameError::Empty)
+        ));
     }
 
     #[test]
     fn clean_close_and_truncation_are_told_apart() {
-        assert!(matches!(read_payload(&mut Cursor::new(vec![])), Err(FrameError::Closed)));
-        assert!(matches!(read_payload(&mut Cursor::new(vec![0, 0])), Err(FrameError::Truncated)));
+        assert!(matches!(
+            read_payload(&mut Cursor::new(vec![])),
+            Err(FrameError::Closed)
+        ));
+        assert!(matches!(
+            read_payload(&mut Cursor::new(vec![0, 0])),
+            Err(FrameError::Truncated)
+        ));
         let mut half = frame_of(&[1, 2, 3, 4, 5, 6]);
         half.truncate(7);
-        assert!(matches!(read_payload(&mut Cursor::new(half)), Err(FrameError::Truncated)));
+        assert!(matches!(
+            read_payload(&mut Cursor::new(half)),
+            Err(FrameError::Truncated)
+        ));
     }
 
     #[test]
@@ -182,7 +202,10 @@ mod tests {
         let mut payload = codec::to_bytes(&ClientMsg::Request(Request::Status)).unwrap();
         payload.push(0);
         let r: Result<ClientMsg, _> = decode(&payload);
-        assert!(matches!(r, Err(FrameError::Codec(CodecError::Trailing(1)))), "{r:?}");
+        assert!(
+            matches!(r, Err(FrameError::Codec(CodecError::Trailing(1)))),
+            "{r:?}"
+        );
     }
 
     #[test]
@@ -204,7 +227,9 @@ mod tests {
             x ^= x >> 7;
             x ^= x << 17;
             let len = (x % 64) as usize;
-            let bytes: Vec<u8> = (0..len).map(|i| (x >> (i % 8 * 8)) as u8 ^ i as u8).collect();
+            let bytes: Vec<u8> = (0..len)
+                .map(|i| (x >> (i % 8 * 8)) as u8 ^ i as u8)
+                .collect();
             let _ = decode::<ClientMsg>(&bytes);
             let _ = read_payload(&mut Cursor::new(bytes));
         }
@@ -215,7 +240,10 @@ mod tests {
         let f = hello(7);
         let payload = read_payload(&mut Cursor::new(f)).unwrap();
         assert_eq!(parse_hello(&payload).unwrap(), 7);
-        assert!(matches!(parse_hello(b"HTTP/1.1"), Err(FrameError::BadHello)));
+        assert!(matches!(
+            parse_hello(b"HTTP/1.1"),
+            Err(FrameError::BadHello)
+        ));
         assert!(matches!(parse_hello(b"SLCR"), Err(FrameError::BadHello)));
     }
 }

@@ -32,6 +32,8 @@ pub struct MigrateRequest {
     /// The client's `SILICA_ENVIRONMENT=production`; the daemon treats the request as production
     /// when either side is.
     pub production: bool,
+    /// `--json`: read commands answer with one JSON document.
+    pub json: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -80,7 +82,10 @@ pub struct ErrorReply {
 
 impl ErrorReply {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        ErrorReply { kind, message: message.into() }
+        ErrorReply {
+            kind,
+            message: message.into(),
+        }
     }
 }
 

@@ -130,10 +130,16 @@ pub fn sqlite_url_path(var: &'static str, url: &str) -> Result<PathBuf, PathErro
     let rest = url
         .strip_prefix("sqlite:///")
         .or_else(|| url.strip_prefix("sqlite+pysqlite:///"))
-        .ok_or_else(|| PathError::NotSqlite { var, url: url.to_owned() })?;
+        .ok_or_else(|| PathError::NotSqlite {
+            var,
+            url: url.to_owned(),
+        })?;
     let rest = rest.split('?').next().unwrap_or("");
     if rest.is_empty() || rest == "/" {
-        return Err(PathError::NoFile { var, url: url.to_owned() });
+        return Err(PathError::NoFile {
+            var,
+            url: url.to_owned(),
+        });
     }
     Ok(PathBuf::from(rest))
 }
@@ -150,7 +156,10 @@ pub fn default_socket_for(db: &Path) -> PathBuf {
     let dir = std::env::var_os("XDG_RUNTIME_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(std::env::temp_dir);
-    dir.join(format!("silica-cron-{:016x}.sock", fnv1a(db.as_os_str().as_encoded_bytes())))
+    dir.join(format!(
+        "silica-cron-{:016x}.sock",
+        fnv1a(db.as_os_str().as_encoded_bytes())
+    ))
 }
 
 pub fn lock_path_for(db: &Path) -> PathBuf {
@@ -165,12 +174,18 @@ pub fn sqlite_url_for(db: &Path) -> String {
 }
 
 fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf29ce484222325u64, |h, b| (h ^ *b as u64).wrapping_mul(0x100000001b3))
+    bytes.iter().fold(0xcbf29ce484222325u64, |h, b| {
+        (h ^ *b as u64).wrapping_mul(0x100000001b3)
+    })
 }
 
 /// `base/p` with `.` and `..` removed lexically (the file may not exist yet).
 pub fn absolute(base: &Path, p: &Path) -> PathBuf {
-    let joined = if p.is_absolute() { p.to_owned() } else { base.join(p) };
+    let joined = if p.is_absolute() {
+        p.to_owned()
+    } else {
+        base.join(p)
+    };
     let mut out = PathBuf::new();
     for c in joined.components() {
         match c {
@@ -189,14 +204,25 @@ mod tests {
     use super::*;
 
     fn resolve(args: GlobalArgs, env: Env) -> Settings {
-        Settings::resolve_with(&args, &env, Path::new("/w"), Path::new("/nonexistent/c.toml"))
-            .unwrap()
+        Settings::resolve_with(
+            &args,
+            &env,
+            Path::new("/w"),
+            Path::new("/nonexistent/c.toml"),
+        )
+        .unwrap()
     }
 
     #[test]
     fn urls() {
-        assert_eq!(sqlite_url_path("X", "sqlite:///rel.db").unwrap(), PathBuf::from("rel.db"));
-        assert_eq!(sqlite_url_path("X", "sqlite:////a/b.db").unwrap(), PathBuf::from("/a/b.db"));
+        assert_eq!(
+            sqlite_url_path("X", "sqlite:///rel.db").unwrap(),
+            PathBuf::from("rel.db")
+        );
+        assert_eq!(
+            sqlite_url_path("X", "sqlite:////a/b.db").unwrap(),
+            PathBuf::from("/a/b.db")
+        );
         let e = sqlite_url_path("DATABASE_URL", "postgresql://u@h/db").unwrap_err();
         assert!(e.to_string().contains("DATABASE_URL") && e.to_string().contains("not a SQLite"));
         assert!(sqlite_url_path("X", "sqlite:///").is_err());
@@ -213,11 +239,23 @@ mod tests {
         assert_eq!(s.db, PathBuf::from("/w/from_env.db"));
         assert_eq!(s.socket, PathBuf::from("/w/from_env.db.sock"));
         assert_eq!(s.lock, PathBuf::from("/w/from_env.db.lock"));
-        let args = GlobalArgs { db: Some("./x/../flag.db".into()), ..GlobalArgs::default() };
+        let args = GlobalArgs {
+            db: Some("./x/../flag.db".into()),
+            ..GlobalArgs::default()
+        };
         assert_eq!(resolve(args, env).db, PathBuf::from("/w/flag.db"));
-        let env = Env { cron_database_url: Some("sqlite:////abs/c.db".into()), ..Env::default() };
-        assert_eq!(resolve(GlobalArgs::default(), env).db, PathBuf::from("/abs/c.db"));
-        assert_eq!(resolve(GlobalArgs::default(), Env::default()).db, PathBuf::from("/w/silica-cron.db"));
+        let env = Env {
+            cron_database_url: Some("sqlite:////abs/c.db".into()),
+            ..Env::default()
+        };
+        assert_eq!(
+            resolve(GlobalArgs::default(), env).db,
+            PathBuf::from("/abs/c.db")
+        );
+        assert_eq!(
+            resolve(GlobalArgs::default(), Env::default()).db,
+            PathBuf::from("/w/silica-cron.db")
+        );
     }
 
     #[test]
@@ -231,9 +269,15 @@ mod tests {
 
     #[test]
     fn production_from_env() {
-        let env = Env { environment: Some("production".into()), ..Env::default() };
+        let env = Env {
+            environment: Some("production".into()),
+            ..Env::default()
+        };
         assert!(resolve(GlobalArgs::default(), env).production);
-        let env = Env { environment: Some("staging".into()), ..Env::default() };
+        let env = Env {
+            environment: Some("staging".into()),
+            ..Env::default()
+        };
         assert!(!resolve(GlobalArgs::default(), env).production);
     }
 }

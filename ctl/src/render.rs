@@ -1,0 +1,82 @@
+//! How replies look on the terminal.
+
+use std::io::Write;
+
+use proto::message::{exit_code, Output, StatusInfo};
+
+pub fn line(o: Output) {
+    // Errors writing to a closed pipe (`| head`) are not worth a panic.
+    let _ = match o {
+        Output::Stdout(l) => writeln!(std::io::stdout().lock(), "{l}"),
+        Output::Stderr(l) => writeln!(std::io::stderr().lock(), "{l}"),
+    };
+}
+
+pub fn fail(msg: &str) -> i32 {
+    eprintln!("silica-cron: {msg}");
+    exit_code::FAILED
+}
+
+pub fn status(s: &StatusInfo, json: bool) -> i32 {
+    let mut out = std::io::stdout().lock();
+    if json {
+        let v = serde_json::json!({
+            "pid": s.pid,
+            "version": s.version,
+            "uptime_secs": s.uptime_secs,
+            "database": s.database,
+            "socket": s.socket,
+            "environment": s.environment,
+            "revisions": s.revisions,
+            "heads": s.heads,
+            "at_head": s.at_head,
+            "schema_note": s.schema_note,
+            "scheduler": s.scheduler,
+            "http": s.http,
+        });
+        let _ = writeln!(out, "{}", serde_json::to_string_pretty(&v).expect("json"));
+        return exit_code::OK;
+    }
+    let revision = if s.revisions.is_empty() {
+        "none (empty database)".to_string()
+    } else {
+        s.revisions.join(", ")
+    };
+    let _ = writeln!(
+        out,
+        "silica-crond {} (pid {}), up {}",
+        s.version,
+        s.pid,
+        uptime(s.uptime_secs)
+    );
+    let _ = writeln!(out, "database:    {}", s.database.display());
+    let _ = writeln!(out, "socket:      {}", s.socket.display());
+    let _ = writeln!(out, "environment: {}", s.environment);
+    let _ = writeln!(
+        out,
+        "revision:    {revision}{}",
+        if s.at_head { " (head)" } else { "" }
+    );
+    match &s.schema_note {
+        None => writeln!(out, "schema:      up to date"),
+        Some(note) => writeln!(out, "schema:      {note}"),
+    }
+    .ok();
+    let _ = writeln!(out, "scheduler:   {}", s.scheduler);
+    if let Some(http) = &s.http {
+        let _ = writeln!(
+            out,
+            "http:        {http} (accepted; the HTTP side is not served yet)"
+        );
+    }
+    exit_code::OK
+}
+
+fn uptime(secs: u64) -> String {
+    match secs {
+        s if s < 60 => format!("{s}s"),
+        s if s < 3600 => format!("{}m{}s", s / 60, s % 60),
+        s if s < 86400 => format!("{}h{}m", s / 3600, s / 60 % 60),
+        s => format!("{}d{}h", s / 86400, s / 3600 % 24),
+    }
+}

@@ -1,0 +1,289 @@
+//! The database side of migrations: opening the file, the version table, and applying one
+//! revision atomically (its statements and its version-table change in one transaction).
+
+use std::path::{Path, PathBuf};
+
+use rusqlite::{Connection, OpenFlags, TransactionBehavior};
+
+use super::script::Revision;
+use super::sqlsplit::Statement;
+
+pub const VERSION_TABLE: &str = "cron_alembic_version";
+/// Exactly as alembic creates it, so `.schema` matches byte for byte.
+pub const VERSION_TABLE_DDL: &str = "CREATE TABLE cron_alembic_version (\n\tversion_num VARCHAR(32) NOT NULL, \n\tCONSTRAINT cron_alembic_version_pkc PRIMARY KEY (version_num)\n)";
+const BUSY_TIMEOUT_MS: u64 = 10_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database {path}: {source}")]
+    Open {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    #[error("database {path}: {source}")]
+    Sqlite {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    #[error("{0}")]
+    Statement(Box<FailedStatement>),
+    #[error("revision {id} leaves rows that break foreign keys ({detail}); it was rolled back, the database stays at {stays}")]
+    ForeignKeys {
+        id: String,
+        detail: String,
+        stays: String,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("revision {id} failed at {file}, line {line}: {message}\n[SQL: {sql}]\nNothing of revision {id} was applied; the database stays at {stays}.")]
+pub struct FailedStatement {
+    pub id: String,
+    pub file: String,
+    pub line: usize,
+    pub sql: String,
+    pub message: String,
+    pub stays: String,
+}
+
+/// A change of the version table's rows that goes with one step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VersionOp {
+    Insert(String),
+    Update { from: String, to: String },
+    Delete(String),
+}
+
+impl VersionOp {
+    /// The statement as alembic prints it in offline mode.
+    pub fn offline_sql(&self) -> String {
+        match self {
+            VersionOp::Insert(v) => format!("INSERT INTO {VERSION_TABLE} (version_num) VALUES ('{v}') RETURNING version_num"),
+            VersionOp::Update { from, to } => format!(
+                "UPDATE {VERSION_TABLE} SET version_num='{to}' WHERE {VERSION_TABLE}.version_num = '{from}'"
+            ),
+            VersionOp::Delete(v) => format!("DELETE FROM {VERSION_TABLE} WHERE {VERSION_TABLE}.version_num = '{v}'"),
+        }
+    }
+
+    fn run(&self, conn: &Connection) -> rusqlite::Result<()> {
+        match self {
+            VersionOp::Insert(v) => conn.execute(
+                &format!("INSERT INTO {VERSION_TABLE} (version_num) VALUES (?1)"),
+                [v],
+            ),
+            VersionOp::Update { from, to } => conn.execute(
+                &format!("UPDATE {VERSION_TABLE} SET version_num = ?1 WHERE version_num = ?2"),
+                [to, from],
+            ),
+            VersionOp::Delete(v) => conn.execute(
+                &format!("DELETE FROM {VERSION_TABLE} WHERE version_num = ?1"),
+                [v],
+            ),
+        }
+        .map(drop)
+    }
+}
+
+/// The database file, opened lazily: read commands on a missing file must not create it.
+pub struct Db {
+    path: PathBuf,
+    conn: Option<Connection>,
+    writable: bool,
+}
+
+impl Db {
+    pub fn new(path: &Path) -> Db {
+        Db {
+            path: path.to_owned(),
+            conn: None,
+            writable: false,
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn exists(&self) -> bool {
+        self.conn.is_some() || self.path.exists()
+    }
+
+    fn err(&self) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
+        move |source| StoreError::Sqlite {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    /// A connection to an existing file, or None when there is no file.
+    pub fn reader(&mut self) -> Result<Option<&Connection>, StoreError> {
+        if self.conn.is_none() {
+            if !self.path.exists() {
+                return Ok(None);
+            }
+            let conn = Connection::open_with_flags(&self.path, OpenFlags::SQLITE_OPEN_READ_WRITE)
+                .map_err(|source| StoreError::Open {
+                path: self.path.clone(),
+                source,
+            })?;
+            conn.busy_timeout(std::time::Duration::from_millis(BUSY_TIMEOUT_MS))
+                .map_err(self.err())?;
+            self.conn = Some(conn);
+        }
+        Ok(self.conn.as_ref())
+    }
+
+    /// A connection set up for writing, creating the file if needed.
+    pub fn writer(&mut self) -> Result<&mut Connection, StoreError> {
+        if self.conn.is_some() && !self.writable {
+            self.conn = None;
+        }
+        if self.conn.is_none() {
+            let conn = Connection::open_with_flags(
+                &self.path,
+                OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE,
+            )
+            .map_err(|source| StoreError::Open {
+                path: self.path.clone(),
+                source,
+            })?;
+            conn.busy_timeout(std::time::Duration::from_millis(BUSY_TIMEOUT_MS))
+                .map_err(self.err())?;
+            // WAL lets the sqlite3 shell and other readers work while the daemon writes.
+            conn.query_row("PRAGMA journal_mode=WAL", [], |_| Ok(()))
+                .map_err(self.err())?;
+            conn.execute_batch("PRAGMA foreign_keys=ON")
+                .map_err(self.err())?;
+            self.conn = Some(conn);
+            self.writable = true;
+        }
+        Ok(self.conn.as_mut().expect("opened above"))
+    }
+
+    pub fn close(&mut self) {
+        self.conn = None;
+        self.writable = false;
+    }
+
+    /// Rows of the version table; empty when the file or the table does not exist.
+    pub fn versions(&mut self) -> Result<Vec<String>, StoreError> {
+        let path = self.path.clone();
+        let Some(conn) = self.reader()? else {
+            return Ok(vec![]);
+        };
+        read_versions(conn).map_err(|source| StoreError::Sqlite { path, source })
+    }
+}
+
+pub fn read_versions(conn: &Connection) -> rusqlite::Result<Vec<String>> {
+    let exists: bool = conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1)",
+        [VERSION_TABLE],
+        |r| r.get(0),
+    )?;
+    if !exists {
+        return Ok(vec![]);
+    }
+    let mut stmt = conn.prepare(&format!("SELECT version_num FROM {VERSION_TABLE}"))?;
+    let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+    rows.collect()
+}
+
+/// Runs `statements` and `ops` in one `BEGIN IMMEDIATE` transaction; on any failure nothing of
+/// it stays. Foreign-key enforcement is off during the step (a table rebuild must not cascade
+/// into other tables) and `foreign_key_check` must be clean before the commit.
+pub fn apply_step(
+    conn: &mut Connection,
+    path: &Path,
+    rev: &Revision,
+    statements: &[Statement],
+    ops: &[VersionOp],
+    stays: &str,
+) -> Result<(), StoreError> {
+    let sqlite = |source| StoreError::Sqlite {
+        path: path.to_owned(),
+        source,
+    };
+    conn.execute_batch("PRAGMA foreign_keys=OFF")
+        .map_err(sqlite)?;
+    let result = (|| {
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(sqlite)?;
+        ensure_version_table(&tx).map_err(sqlite)?;
+        for s in statements {
+            tx.execute_batch(&s.sql).map_err(|e| {
+                StoreError::Statement(Box::new(FailedStatement {
+                    id: rev.id.clone(),
+                    file: rev.path.clone(),
+                    line: s.line,
+                    sql: s.sql.clone(),
+                    message: e.to_string(),
+                    stays: stays.to_owned(),
+                }))
+            })?;
+        }
+        for op in ops {
+            op.run(&tx).map_err(sqlite)?;
+        }
+        let violations = foreign_key_violations(&tx).map_err(sqlite)?;
+        if !violations.is_empty() {
+            return Err(StoreError::ForeignKeys {
+                id: rev.id.clone(),
+                detail: violations.join("; "),
+                stays: stays.to_owned(),
+            });
+        }
+        tx.commit().map_err(sqlite)
+    })();
+    // Restore enforcement whatever happened (the transaction is gone either way).
+    let restore = conn.execute_batch("PRAGMA foreign_keys=ON").map_err(sqlite);
+    result.and(restore)
+}
+
+/// Replaces every version row by `targets` in one transaction (stamp).
+pub fn stamp(conn: &mut Connection, path: &Path, targets: &[String]) -> Result<(), StoreError> {
+    let sqlite = |source| StoreError::Sqlite {
+        path: path.to_owned(),
+        source,
+    };
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(sqlite)?;
+    ensure_version_table(&tx).map_err(sqlite)?;
+    tx.execute(&format!("DELETE FROM {VERSION_TABLE}"), [])
+        .map_err(sqlite)?;
+    for t in targets {
+        VersionOp::Insert(t.clone()).run(&tx).map_err(sqlite)?;
+    }
+    tx.commit().map_err(sqlite)
+}
+
+fn ensure_version_table(conn: &Connection) -> rusqlite::Result<()> {
+    let exists: bool = conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1)",
+        [VERSION_TABLE],
+        |r| r.get(0),
+    )?;
+    if !exists {
+        conn.execute_batch(VERSION_TABLE_DDL)?;
+    }
+    Ok(())
+}
+
+fn foreign_key_violations(conn: &Connection) -> rusqlite::Result<Vec<String>> {
+    let mut stmt = conn.prepare("PRAGMA foreign_key_check")?;
+    let rows = stmt.query_map([], |r| {
+        let table: String = r.get(0)?;
+        let rowid: Option<i64> = r.get(1)?;
+        let parent: String = r.get(2)?;
+        Ok(format!(
+            "{table} row {} references a missing {parent} row",
+            rowid.unwrap_or(-1)
+        ))
+    })?;
+    let mut out: Vec<String> = rows.collect::<Result<_, _>>()?;
+    out.truncate(5);
+    Ok(out)
+}

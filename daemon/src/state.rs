@@ -1,0 +1,219 @@
+//! What the daemon's tasks share: settings (reloadable), the database, the schema's state.
+
+use std::sync::{Mutex, MutexGuard, RwLock};
+use std::time::Instant;
+
+use proto::cli::{GlobalArgs, ServeArgs};
+use proto::message::{ErrorKind, ErrorReply, Exit, MigrateRequest, Output, StatusInfo};
+use proto::paths::Settings;
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+use crate::migrate::graph::Graph;
+use crate::migrate::store::Db;
+use crate::migrate::{self, Ctx, Sink};
+
+pub struct Shared {
+    args: GlobalArgs,
+    serve: ServeArgs,
+    settings: RwLock<Settings>,
+    db: Mutex<Db>,
+    started: Instant,
+}
+
+/// Where the database stands against the revision files.
+pub struct SchemaState {
+    pub revisions: Vec<String>,
+    pub heads: Vec<String>,
+    pub at_head: bool,
+    pub note: Option<String>,
+}
+
+impl Shared {
+    pub fn new(args: GlobalArgs, serve: ServeArgs, settings: Settings, db: Db) -> Shared {
+        Shared {
+            args,
+            serve,
+            settings: RwLock::new(settings),
+            db: Mutex::new(db),
+            started: Instant::now(),
+        }
+    }
+
+    pub fn settings(&self) -> Settings {
+        self.settings
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub fn max_connections(&self) -> usize {
+        self.settings().file.max_connections.unwrap_or(1024)
+    }
+
+    fn db(&self) -> MutexGuard<'_, Db> {
+        self.db.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Closes the database cleanly (checkpoints the WAL and removes its files when last).
+    pub fn close_db(&self) {
+        self.db().close();
+    }
+
+    /// Re-reads the configuration; a bad file keeps the running configuration.
+    pub fn reload(&self) -> Result<(), ErrorReply> {
+        let old = self.settings();
+        match Settings::resolve(&self.args) {
+            Ok(new) => {
+                if new.db != old.db || new.socket != old.socket {
+                    warn!("the database and socket paths change only with a restart; keeping {} and {}", old.db.display(), old.socket.display());
+                }
+                let kept = Settings {
+                    db: old.db,
+                    socket: old.socket,
+                    lock: old.lock,
+                    ..new
+                };
+                *self.settings.write().unwrap_or_else(|p| p.into_inner()) = kept;
+                info!("configuration reloaded");
+                Ok(())
+            }
+            Err(e) => {
+                warn!(error = %e, "configuration not reloaded; the previous one stays in force");
+                Err(ErrorReply::new(
+                    ErrorKind::InvalidArgument,
+                    format!("configuration not reloaded, the previous one stays in force: {e}"),
+                ))
+            }
+        }
+    }
+
+    pub fn schema_state(&self) -> SchemaState {
+        let settings = self.settings();
+        schema_state(&mut self.db(), &crate::source_for(&settings, None))
+    }
+
+    pub fn status(&self) -> Result<StatusInfo, ErrorReply> {
+        let settings = self.settings();
+        let schema = self.schema_state();
+        Ok(StatusInfo {
+            pid: std::process::id(),
+            version: proto::PRODUCT_VERSION.into(),
+            uptime_secs: self.started.elapsed().as_secs(),
+            database: settings.db.clone(),
+            socket: settings.socket.clone(),
+            environment: if settings.production {
+                "production"
+            } else {
+                "development"
+            }
+            .into(),
+            scheduler: if schema.at_head {
+                "running".into()
+            } else {
+                "held: needs migration".into()
+            },
+            revisions: schema.revisions,
+            heads: schema.heads,
+            at_head: schema.at_head,
+            schema_note: schema.note,
+            http: self.http_address(),
+        })
+    }
+
+    fn http_address(&self) -> Option<String> {
+        let s = self.settings();
+        let port = self.serve.bind_port.or(s.file.bind_port)?;
+        let host = self
+            .serve
+            .bind_host
+            .clone()
+            .or(s.file.bind_host)
+            .unwrap_or_else(|| "127.0.0.1".into());
+        Some(format!("{host}:{port}"))
+    }
+
+    /// Runs one migrate request; concurrent requests queue on the database lock, so a revision
+    /// is never applied twice.
+    pub fn migrate(
+        &self,
+        req: &MigrateRequest,
+        tx: mpsc::Sender<Output>,
+    ) -> Result<Exit, ErrorReply> {
+        let settings = self.settings();
+        let mut db = self.db();
+        let mut ctx = Ctx {
+            db: &mut db,
+            source: crate::source_for(&settings, req.migrations_dir.clone()),
+            production: settings.production || req.production,
+            json: req.json,
+        };
+        let mut send = |o: Output| {
+            let _ = tx.blocking_send(o);
+        };
+        let result = migrate::run(&mut ctx, &req.cmd, &mut Sink(&mut send));
+        if let Err(e) = &result {
+            warn!(command = ?req.cmd, error = %e, "migration command failed");
+        } else if !req.cmd.is_read_only() {
+            info!(command = ?req.cmd, "migration command done");
+        }
+        result.map_err(|e| e.to_reply())
+    }
+}
+
+pub fn schema_state(db: &mut Db, source: &migrate::script::Source) -> SchemaState {
+    let graph = source
+        .load()
+        .map_err(|e| e.to_string())
+        .and_then(|r| Graph::build(r).map_err(|e| e.to_string()));
+    let revisions = match db.versions() {
+        Ok(r) => r,
+        Err(e) => {
+            return SchemaState {
+                revisions: vec![],
+                heads: vec![],
+                at_head: false,
+                note: Some(e.to_string()),
+            }
+        }
+    };
+    let graph = match graph {
+        Ok(g) => g,
+        Err(e) => {
+            return SchemaState {
+                revisions,
+                heads: vec![],
+                at_head: false,
+                note: Some(format!("revision files are broken: {e}")),
+            }
+        }
+    };
+    let mut heads: Vec<String> = graph
+        .heads()
+        .iter()
+        .map(|&i| graph.id(i).to_string())
+        .collect();
+    heads.sort();
+    let mut sorted = revisions.clone();
+    sorted.sort();
+    let unknown: Vec<&String> = revisions
+        .iter()
+        .filter(|r| graph.lookup(r).is_none())
+        .collect();
+    let note = if !unknown.is_empty() {
+        Some(format!(
+            "the database is at revision {}, which no revision file defines; check its schema, then: silica-cron migrate stamp --purge <revision>",
+            unknown.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+        ))
+    } else if sorted != heads {
+        Some("the database needs migration; run: silica-cron migrate upgrade".into())
+    } else {
+        None
+    };
+    SchemaState {
+        at_head: note.is_none(),
+        revisions,
+        heads,
+        note,
+    }
+}
