@@ -34,13 +34,19 @@ pub fn bin(name: &str) -> PathBuf {
     let dir = CHECKED.get_or_init(|| {
         let profile = if cfg!(debug_assertions) { "debug" } else { "release" };
         let dir = target_dir().join(profile);
-        let newest_source = ["proto", "daemon", "ctl", "migrations"]
-            .iter()
-            .flat_map(|d| walk(&root().join(d)))
-            .filter_map(|p| p.metadata().and_then(|m| m.modified()).ok())
-            .max()
-            .unwrap_or(SystemTime::UNIX_EPOCH);
-        for b in ["silica-cron", "silica-crond"] {
+        // Each binary against the sources it is built from (a client does not relink when
+        // only daemon code changed).
+        for (b, crates) in [
+            ("silica-cron", &["proto", "ctl"][..]),
+            ("silica-crond", &["proto", "daemon", "migrations"][..]),
+        ] {
+            let newest_source = crates
+                .iter()
+                .flat_map(|d| walk(&root().join(d)))
+                .filter(|p| p.extension().is_some_and(|e| e == "rs" || e == "sql" || e == "toml"))
+                .filter_map(|p| p.metadata().and_then(|m| m.modified()).ok())
+                .max()
+                .unwrap_or(SystemTime::UNIX_EPOCH);
             let p = dir.join(b);
             let built = p.metadata().and_then(|m| m.modified()).unwrap_or_else(|_| {
                 panic!("{} is missing: run `cargo build --workspace` (scripts/test.sh does)", p.display())

@@ -407,6 +407,17 @@ fn downgrade_ops(graph: &Graph, heads: &mut Vec<usize>, rev: usize) -> Vec<Versi
     }
 }
 
+/// `upgrade -1` and `downgrade +1` would silently do nothing; say which command moves that way.
+fn check_direction(target: &str, sign: char, cmd: &str, other: &str) -> Result<()> {
+    let wrong = if sign == '+' { '-' } else { '+' };
+    match target.strip_prefix(wrong) {
+        Some(n) if n.parse::<usize>().is_ok() => Err(MigrateError::Usage(format!(
+            "Relative revision {target} didn't produce {n} migrations: {cmd} moves the other way; use {other} {target}"
+        ))),
+        _ => Ok(()),
+    }
+}
+
 fn describe(graph: &Graph, heads: &[usize]) -> String {
     if heads.is_empty() {
         "base (no revision)".into()
@@ -423,6 +434,7 @@ fn upgrade(
     shown: &str,
     out: &mut Sink<'_>,
 ) -> Result<Exit> {
+    check_direction(target, '+', "upgrade", "downgrade")?;
     let mut heads = current_revs(ctx, graph)?;
     let target = graph.resolve_target(target, &heads)?;
     let path = graph.upgrade_path(&heads, &target);
@@ -445,9 +457,30 @@ fn upgrade(
 }
 
 fn downgrade(ctx: &mut Ctx<'_>, graph: &Graph, target: &str, out: &mut Sink<'_>) -> Result<Exit> {
+    check_direction(target, '-', "downgrade", "upgrade")?;
     let mut heads = current_revs(ctx, graph)?;
     let resolved = graph.resolve_target(target, &heads)?;
-    let path = graph.downgrade_path(&heads, &resolved)?;
+    let mut path = graph.downgrade_path(&heads, &resolved)?;
+    // `REV-N` walks down REV's own branch: other heads keep their revisions.
+    if let Some((anchor, _, _)) = super::graph::split_relative(target) {
+        if !matches!(anchor, "" | "current" | "head" | "heads" | "base") {
+            let branch = graph.ancestors(&[graph.resolve_id(anchor)?]);
+            path.retain(|&i| branch[i]);
+            let kept: Vec<usize> = heads
+                .iter()
+                .copied()
+                .filter(|h| !path.contains(h))
+                .collect();
+            let needed = graph.ancestors(&kept);
+            if let Some(&i) = path.iter().find(|&&i| needed[i]) {
+                return Err(MigrateError::Usage(format!(
+                    "cannot go down to {target}: {} is still needed by {}",
+                    graph.id(i),
+                    graph.ids(&kept)
+                )));
+            }
+        }
+    }
     if ctx.production && !path.is_empty() {
         out.err(format!(
             "⚠️  Downgrading a production database ({}): columns and tables the reverted revisions added are dropped with their data",

@@ -347,7 +347,7 @@ enum WalkError {
 }
 
 /// `-2` -> ("", '-', 2); `ae10+1` -> ("ae10", '+', 1); `head-1` -> ("head", '-', 1).
-fn split_relative(spec: &str) -> Option<(&str, char, usize)> {
+pub fn split_relative(spec: &str) -> Option<(&str, char, usize)> {
     let pos = spec.rfind(['+', '-'])?;
     let n: usize = spec[pos + 1..].parse().ok()?;
     let sign = spec[pos..].chars().next()?;
