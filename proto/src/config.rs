@@ -103,6 +103,26 @@ mod tests {
         assert!(err.to_string().contains("prod"));
     }
 
+    /// The shipped example names every key with a valid value.
+    #[test]
+    fn example_file_is_complete_and_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../systemd/config.toml.example");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let uncommented: String = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# "))
+            .filter(|l| {
+                l.split_once(" = ")
+                    .is_some_and(|(k, _)| k.chars().all(|c| c.is_ascii_lowercase() || c == '_'))
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let f = ConfigFile::parse(&path, &uncommented).unwrap();
+        assert!(f.database.is_some() && f.socket.is_some() && f.migrations_dir.is_some());
+        assert!(f.environment.is_some() && f.max_connections.is_some());
+        assert!(f.bind_host.is_some() && f.bind_port.is_some());
+    }
+
     #[test]
     fn full_file_parses() {
         let f = ConfigFile::parse(
