@@ -22,6 +22,12 @@ fn main() {
         ));
     }
     out.push_str("];\n");
+    let schema = dir.parent().unwrap().join("schema.sql");
+    println!("cargo:rerun-if-changed={}", schema.display());
+    out.push_str(&format!(
+        "/// migrations/schema.sql, the declared schema.\npub static EMBEDDED_SCHEMA: &str = include_str!({:?});\n",
+        schema.canonicalize().unwrap()
+    ));
     fs::write(
         PathBuf::from(env::var("OUT_DIR").unwrap()).join("embedded_migrations.rs"),
         out,

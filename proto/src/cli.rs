@@ -112,6 +112,23 @@ pub enum MigrateCmd {
     },
     /// Delete the database and build it again from the revisions (refused in production).
     Rebuild,
+    /// Write a new revision holding the difference between schema.sql and the head revision.
+    Create {
+        #[arg(value_name = "MESSAGE")]
+        message: String,
+        /// Write an empty revision to fill in by hand.
+        #[arg(long)]
+        empty: bool,
+    },
+    /// Compare schema.sql with what the revisions produce (exit 1 listing the differences).
+    Check,
+    /// Write a merge revision whose parents are REVS (default: all heads).
+    Merge {
+        #[arg(short = 'm', long, value_name = "MESSAGE")]
+        message: String,
+        #[arg(value_name = "REVS", default_value = "heads")]
+        revisions: Vec<String>,
+    },
 }
 
 impl MigrateCmd {
@@ -123,7 +140,11 @@ impl MigrateCmd {
             | MigrateCmd::History { .. }
             | MigrateCmd::Heads { .. }
             | MigrateCmd::Branches { .. }
-            | MigrateCmd::Show { .. } => true,
+            | MigrateCmd::Show { .. }
+            | MigrateCmd::Check
+            // These write revision files, not the database.
+            | MigrateCmd::Create { .. }
+            | MigrateCmd::Merge { .. } => true,
             MigrateCmd::Upgrade { sql, .. } | MigrateCmd::Downgrade { sql, .. } => *sql,
             MigrateCmd::Stamp { .. } | MigrateCmd::Rebuild => false,
         }

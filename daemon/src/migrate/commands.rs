@@ -7,6 +7,7 @@ use proto::cli::MigrateCmd;
 use proto::message::Exit;
 use serde_json::json;
 
+use super::authoring;
 use super::graph::{Graph, Target};
 use super::script::Source;
 use super::store::{self, Db, VersionOp, VERSION_TABLE_DDL};
@@ -55,6 +56,13 @@ pub fn run(ctx: &mut Ctx<'_>, cmd: &MigrateCmd, out: &mut Sink<'_>) -> Result<Ex
         MigrateCmd::Downgrade { target, .. } => downgrade(ctx, &graph, target, out),
         MigrateCmd::Stamp { target, purge } => stamp(ctx, &graph, target, *purge, out),
         MigrateCmd::Rebuild => rebuild(ctx, &graph, out),
+        MigrateCmd::Create { message, empty } => {
+            authoring::create(&graph, &ctx.source, message, *empty, out)
+        }
+        MigrateCmd::Check => authoring::check(&graph, &ctx.source, out),
+        MigrateCmd::Merge { message, revisions } => {
+            authoring::merge(&graph, &ctx.source, message, revisions, out)
+        }
     }
 }
 

@@ -4,6 +4,9 @@
 //! Commands write their output as lines to a [`Sink`]; the daemon streams those lines to the
 //! client, the one-shot `silica-crond migrate` prints them, so both give the same output.
 
+pub mod authoring;
+pub mod autogen;
+pub mod catalog;
 pub mod commands;
 pub mod graph;
 pub mod script;

@@ -63,10 +63,41 @@ impl Source {
     }
 
     /// The directory new revision files go to, if any.
-    pub fn dir(&self) -> Option<&Path> {
+    pub fn versions_dir(&self) -> Option<PathBuf> {
         match self {
             Source::BuiltIn => None,
-            Source::Dir(d) => Some(d),
+            Source::Dir(d) if d.join("versions").is_dir() => Some(d.join("versions")),
+            Source::Dir(d) => Some(d.clone()),
+        }
+    }
+
+    /// The declared schema: (where it is, its text).
+    pub fn schema(&self) -> Result<(String, String), ScriptError> {
+        match self {
+            Source::BuiltIn => Ok(("<built-in>/schema.sql".into(), EMBEDDED_SCHEMA.to_string())),
+            Source::Dir(d) => {
+                // DIR/schema.sql beside DIR/versions, or beside DIR when DIR is the versions folder.
+                let candidates = [
+                    d.join("schema.sql"),
+                    d.parent().map(|p| p.join("schema.sql")).unwrap_or_default(),
+                ];
+                let path =
+                    candidates
+                        .iter()
+                        .find(|p| p.is_file())
+                        .ok_or_else(|| ScriptError::File {
+                            path: d.join("schema.sql"),
+                            source: std::io::Error::new(
+                                std::io::ErrorKind::NotFound,
+                                "no schema.sql (the declared schema) here",
+                            ),
+                        })?;
+                let text = std::fs::read_to_string(path).map_err(|source| ScriptError::File {
+                    path: path.clone(),
+                    source,
+                })?;
+                Ok((path.display().to_string(), text))
+            }
         }
     }
 }

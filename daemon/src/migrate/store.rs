@@ -9,6 +9,8 @@ use super::script::Revision;
 use super::sqlsplit::Statement;
 
 pub const VERSION_TABLE: &str = "cron_alembic_version";
+/// Checksums of applied revisions (issue #3); alembic ignores it.
+pub const LEDGER_TABLE: &str = "silica_cron_revision_ledger";
 /// Exactly as alembic creates it, so `.schema` matches byte for byte.
 pub const VERSION_TABLE_DDL: &str = "CREATE TABLE cron_alembic_version (\n\tversion_num VARCHAR(32) NOT NULL, \n\tCONSTRAINT cron_alembic_version_pkc PRIMARY KEY (version_num)\n)";
 const BUSY_TIMEOUT_MS: u64 = 10_000;
