@@ -178,6 +178,16 @@ fn prepare_database(db: &mut Db, settings: &Settings) -> anyhow::Result<()> {
         // Opening for writing sets WAL mode once, so readers never block the daemon.
         ctx.db.writer()?;
     }
+    if let Ok(graph) = ctx
+        .source
+        .load()
+        .map_err(anyhow::Error::from)
+        .and_then(|r| Ok(migrate::graph::Graph::build(r)?))
+    {
+        for changed in migrate::commands::drift(ctx.db, &graph).unwrap_or_default() {
+            warn!("{changed}; if the change is intended, record it with: silica-cron migrate stamp current");
+        }
+    }
     Ok(())
 }
 

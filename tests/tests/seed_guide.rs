@@ -69,13 +69,15 @@ fn quick_start() {
             .map(String::from)
             .collect::<Vec<_>>();
         tables.sort();
+        // The guide's four tables, plus the ledger of applied revisions' checksums (issue #3).
         assert_eq!(
             tables,
             [
                 "cron_alembic_version",
                 "job_executions",
                 "prompts",
-                "scheduled_jobs"
+                "scheduled_jobs",
+                "silica_cron_revision_ledger"
             ]
         );
         assert_eq!(env.cli(&["migrate", "history"]).ok().lines(), HISTORY);
@@ -177,10 +179,23 @@ fn rolling_back_and_reapplying() {
             .ok()
             .stderr_has("Running downgrade 5d8b746712b6 -> , initial_cron_schema");
         assert_eq!(version(env), "");
+        let left: Vec<String> = env
+            .sqlite(".tables")
+            .stdout
+            .split_whitespace()
+            .map(String::from)
+            .collect();
         assert_eq!(
-            env.sqlite(".tables").stdout.trim(),
-            "cron_alembic_version",
-            "only the version table stays"
+            left,
+            ["cron_alembic_version", "silica_cron_revision_ledger"],
+            "only the version table and the ledger stay"
+        );
+        assert_eq!(
+            env.sqlite("SELECT count(*) FROM silica_cron_revision_ledger;")
+                .ok()
+                .stdout
+                .trim(),
+            "0"
         );
         env.cli(&["migrate", "current"]).ok();
         assert_eq!(env.cli(&["migrate", "current"]).stdout, "");

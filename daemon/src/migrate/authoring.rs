@@ -11,7 +11,7 @@ use super::catalog::{self, Catalog};
 use super::graph::Graph;
 use super::script::Source;
 use super::sqlsplit;
-use super::store::{self, VersionOp};
+use super::store::{self, LedgerOp, VersionOp};
 use super::{MigrateError, Sink};
 
 type Result<T> = std::result::Result<T, MigrateError>;
@@ -38,6 +38,7 @@ pub fn head_catalog(graph: &Graph) -> Result<Catalog> {
             r,
             &r.upgrade,
             &ops,
+            &LedgerOp::Forget(r.id.clone()),
             &graph.ids(&heads),
         )?;
         heads = vec![rev];

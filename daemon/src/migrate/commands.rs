@@ -10,7 +10,7 @@ use serde_json::json;
 use super::authoring;
 use super::graph::{Graph, Target};
 use super::script::Source;
-use super::store::{self, Db, VersionOp, VERSION_TABLE_DDL};
+use super::store::{self, Db, LedgerOp, VersionOp, VERSION_TABLE_DDL};
 use super::{MigrateError, Sink};
 
 /// What a command runs against.
@@ -83,6 +83,47 @@ fn current_revs(ctx: &mut Ctx<'_>, graph: &Graph) -> Result<Vec<usize>> {
     let order: Vec<usize> = graph.topo().to_vec();
     idx.sort_by_key(|i| order.iter().position(|o| o == i));
     Ok(idx)
+}
+
+/// Applied revisions whose files changed since they were applied (per the ledger).
+pub fn drift(db: &mut Db, graph: &Graph) -> Result<Vec<String>> {
+    let path = db.path().to_owned();
+    let Some(conn) = db.reader()? else {
+        return Ok(vec![]);
+    };
+    let rows = store::ledger(conn).map_err(|source| store::StoreError::Sqlite { path, source })?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(rev, sum)| {
+            let i = graph.lookup(&rev)?;
+            (graph.rev(i).checksum != sum).then(|| {
+                format!(
+                    "revision {rev} ({}) changed since it was applied",
+                    graph.rev(i).path
+                )
+            })
+        })
+        .collect())
+}
+
+/// Warns about changed revision files; in production refuses to go on.
+fn check_drift(ctx: &mut Ctx<'_>, graph: &Graph, out: &mut Sink<'_>) -> Result<()> {
+    let changed = drift(ctx.db, graph)?;
+    if changed.is_empty() {
+        return Ok(());
+    }
+    if ctx.production {
+        return Err(MigrateError::Refused(format!(
+            "{}; refused in production. Restore the file as it was applied, or, if the change is intended, record it with: silica-cron migrate stamp current",
+            changed.join("; ")
+        )));
+    }
+    for c in changed {
+        out.err(format!(
+            "⚠️  {c}; if the change is intended, record it with: silica-cron migrate stamp current"
+        ));
+    }
+    Ok(())
 }
 
 fn markers(graph: &Graph, i: usize) -> String {
@@ -178,6 +219,11 @@ fn status(ctx: &mut Ctx<'_>, graph: &Graph, out: &mut Sink<'_>) -> Result<Exit> 
             out.out("   Run: silica-cron migrate upgrade heads");
         } else {
             out.out("   Run: silica-cron migrate upgrade");
+        }
+    }
+    if !ctx.json {
+        for c in drift(ctx.db, graph)? {
+            out.err(format!("⚠️  {c}; if the change is intended, record it with: silica-cron migrate stamp current"));
         }
     }
     Ok(if up_to_date { Exit::OK } else { Exit::NOT_OK })
@@ -444,6 +490,7 @@ fn upgrade(
 ) -> Result<Exit> {
     check_direction(target, '+', "upgrade", "downgrade")?;
     let mut heads = current_revs(ctx, graph)?;
+    check_drift(ctx, graph, out)?;
     let target = graph.resolve_target(target, &heads)?;
     let path = graph.upgrade_path(&heads, &target);
     out.out(format!("Upgrading cron database to {shown}..."));
@@ -459,7 +506,11 @@ fn upgrade(
             r.message
         ));
         let conn = ctx.db.writer()?;
-        store::apply_step(conn, &db_path, r, &r.upgrade, &ops, &stays)?;
+        let record = LedgerOp::Record {
+            revision: r.id.clone(),
+            checksum: r.checksum.clone(),
+        };
+        store::apply_step(conn, &db_path, r, &r.upgrade, &ops, &record, &stays)?;
     }
     Ok(Exit::OK)
 }
@@ -467,6 +518,7 @@ fn upgrade(
 fn downgrade(ctx: &mut Ctx<'_>, graph: &Graph, target: &str, out: &mut Sink<'_>) -> Result<Exit> {
     check_direction(target, '-', "downgrade", "upgrade")?;
     let mut heads = current_revs(ctx, graph)?;
+    check_drift(ctx, graph, out)?;
     let resolved = graph.resolve_target(target, &heads)?;
     let mut path = graph.downgrade_path(&heads, &resolved)?;
     // `REV-N` walks down REV's own branch: other heads keep their revisions.
@@ -508,7 +560,15 @@ fn downgrade(ctx: &mut Ctx<'_>, graph: &Graph, target: &str, out: &mut Sink<'_>)
             r.message
         ));
         let conn = ctx.db.writer()?;
-        store::apply_step(conn, &db_path, r, &r.downgrade, &ops, &stays)?;
+        store::apply_step(
+            conn,
+            &db_path,
+            r,
+            &r.downgrade,
+            &ops,
+            &LedgerOp::Forget(r.id.clone()),
+            &stays,
+        )?;
     }
     Ok(Exit::OK)
 }
@@ -528,16 +588,20 @@ fn stamp(
     };
     let target = graph.resolve_target(target, &cur)?;
     let to: Vec<String> = target.iter().map(|&i| graph.id(i).to_string()).collect();
-    if from == to && !purge {
-        return Ok(Exit::OK);
-    }
     out.info(format!(
         "Running stamp_revision {} -> {}",
         from.join(", "),
         to.join(", ")
     ));
     let db_path = ctx.db.path().to_owned();
-    store::stamp(ctx.db.writer()?, &db_path, &to)?;
+    let included = graph.ancestors(&target);
+    let records: Vec<(String, String)> = graph
+        .topo()
+        .iter()
+        .filter(|&&i| included[i])
+        .map(|&i| (graph.id(i).to_string(), graph.rev(i).checksum.clone()))
+        .collect();
+    store::stamp(ctx.db.writer()?, &db_path, &to, &records)?;
     Ok(Exit::OK)
 }
 
@@ -654,19 +718,27 @@ fn offline(graph: &Graph, spec: &str, up: bool, out: &mut Sink<'_>) -> Result<Ex
     };
     if up && from.is_empty() && !path.is_empty() {
         out.out(format!("{};\n", VERSION_TABLE_DDL.replace('\t', "    ")));
+        out.out(format!("{};\n", store::LEDGER_DDL.replace('\t', "    ")));
     }
     for rev in path {
         let r = graph.rev(rev);
-        let (ops, stmts, line) = if up {
+        let (ops, stmts, ledger, line) = if up {
+            let record = LedgerOp::Record {
+                revision: r.id.clone(),
+                checksum: r.checksum.clone(),
+            };
             (
                 upgrade_ops(graph, &mut heads, rev),
                 &r.upgrade,
+                record,
                 format!("upgrade {} -> {}", r.parents.join(", "), r.id),
             )
         } else {
+            let forget = LedgerOp::Forget(r.id.clone());
             (
                 downgrade_ops(graph, &mut heads, rev),
                 &r.downgrade,
+                forget,
                 format!("downgrade {} -> {}", r.id, r.parents.join(", ")),
             )
         };
@@ -678,6 +750,7 @@ fn offline(graph: &Graph, spec: &str, up: bool, out: &mut Sink<'_>) -> Result<Ex
         for op in ops {
             out.out(format!("{};\n", op.offline_sql()));
         }
+        out.out(format!("{};\n", ledger.offline_sql()));
         out.out("COMMIT;\n");
     }
     Ok(Exit::OK)

@@ -369,6 +369,7 @@ mod tests {
             path: format!("{id}.sql"),
             upgrade: vec![],
             downgrade: vec![],
+            checksum: String::new(),
         }
     }
 

@@ -22,6 +22,9 @@ pub struct Revision {
     pub path: String,
     pub upgrade: Vec<Statement>,
     pub downgrade: Vec<Statement>,
+    /// SHA-256 of the file with line endings and trailing whitespace normalised, so that only
+    /// edits that change content count as changes.
+    pub checksum: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -263,6 +266,7 @@ pub fn parse(path: &str, text: &str) -> Result<Revision, ScriptError> {
         sqlsplit::split(&body, s + 1).map_err(|e| err(e.line, e.message))
     };
     Ok(Revision {
+        checksum: checksum(text),
         upgrade: section(up_start, up_end)?,
         downgrade: section(down_start, down_end)?,
         id,
@@ -272,6 +276,16 @@ pub fn parse(path: &str, text: &str) -> Result<Revision, ScriptError> {
         doc,
         path: path.to_owned(),
     })
+}
+
+pub fn checksum(text: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let mut lines: Vec<&str> = text.lines().map(str::trim_end).collect();
+    while lines.last().is_some_and(|l| l.is_empty()) {
+        lines.pop();
+    }
+    let digest = Sha256::digest(lines.join("\n").as_bytes());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn field(line: &str) -> Option<(&str, &str)> {
@@ -306,6 +320,15 @@ mod tests {
         assert_eq!(r.upgrade[0].line, 8);
         assert_eq!(r.upgrade[1].line, 9);
         assert_eq!(r.downgrade[0].line, 12);
+    }
+
+    #[test]
+    fn checksums_ignore_line_endings_and_trailing_space() {
+        let a = parse("a", GOOD).unwrap().checksum;
+        let crlf = GOOD.replace('\n', "  \r\n") + "\n\n";
+        assert_eq!(parse("b", &crlf).unwrap().checksum, a);
+        let edited = GOOD.replace("CREATE TABLE t (x)", "CREATE TABLE t (y)");
+        assert_ne!(parse("c", &edited).unwrap().checksum, a);
     }
 
     #[test]

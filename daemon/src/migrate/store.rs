@@ -87,6 +87,52 @@ impl VersionOp {
     }
 }
 
+/// What a step records in the ledger of applied revisions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LedgerOp {
+    Record { revision: String, checksum: String },
+    Forget(String),
+}
+
+pub const LEDGER_DDL: &str = "CREATE TABLE silica_cron_revision_ledger (\n\trevision VARCHAR(32) NOT NULL, \n\tchecksum VARCHAR(64) NOT NULL, \n\tapplied_at DATETIME NOT NULL, \n\tduration_ms INTEGER NOT NULL, \n\tPRIMARY KEY (revision)\n)";
+
+fn record(
+    conn: &Connection,
+    revision: &str,
+    checksum: &str,
+    duration_ms: i64,
+) -> rusqlite::Result<()> {
+    conn.execute(
+        &format!("INSERT OR REPLACE INTO {LEDGER_TABLE} (revision, checksum, applied_at, duration_ms) VALUES (?1, ?2, strftime('%Y-%m-%d %H:%M:%f', 'now'), ?3)"),
+        rusqlite::params![revision, checksum, duration_ms],
+    )
+    .map(drop)
+}
+
+/// (revision, checksum) of every revision the ledger knows; empty without a ledger.
+pub fn ledger(conn: &Connection) -> rusqlite::Result<Vec<(String, String)>> {
+    if !table_exists(conn, LEDGER_TABLE)? {
+        return Ok(vec![]);
+    }
+    let mut stmt = conn.prepare(&format!(
+        "SELECT revision, checksum FROM {LEDGER_TABLE} ORDER BY revision"
+    ))?;
+    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    rows.collect()
+}
+
+impl LedgerOp {
+    /// The statement for offline SQL (`--sql`).
+    pub fn offline_sql(&self) -> String {
+        match self {
+            LedgerOp::Record { revision, checksum } => format!(
+                "INSERT OR REPLACE INTO {LEDGER_TABLE} (revision, checksum, applied_at, duration_ms) VALUES ('{revision}', '{checksum}', strftime('%Y-%m-%d %H:%M:%f', 'now'), 0)"
+            ),
+            LedgerOp::Forget(revision) => format!("DELETE FROM {LEDGER_TABLE} WHERE revision = '{revision}'"),
+        }
+    }
+}
+
 /// The database file, opened lazily: read commands on a missing file must not create it.
 pub struct Db {
     path: PathBuf,
@@ -201,8 +247,10 @@ pub fn apply_step(
     rev: &Revision,
     statements: &[Statement],
     ops: &[VersionOp],
+    ledger: &LedgerOp,
     stays: &str,
 ) -> Result<(), StoreError> {
+    let started = std::time::Instant::now();
     let sqlite = |source| StoreError::Sqlite {
         path: path.to_owned(),
         source,
@@ -229,6 +277,19 @@ pub fn apply_step(
         for op in ops {
             op.run(&tx).map_err(sqlite)?;
         }
+        match ledger {
+            LedgerOp::Record { revision, checksum } => {
+                let ms = started.elapsed().as_millis() as i64;
+                record(&tx, revision, checksum, ms).map_err(sqlite)?
+            }
+            LedgerOp::Forget(revision) => {
+                tx.execute(
+                    &format!("DELETE FROM {LEDGER_TABLE} WHERE revision = ?1"),
+                    [revision],
+                )
+                .map_err(sqlite)?;
+            }
+        }
         let violations = foreign_key_violations(&tx).map_err(sqlite)?;
         if !violations.is_empty() {
             return Err(StoreError::ForeignKeys {
@@ -245,7 +306,13 @@ pub fn apply_step(
 }
 
 /// Replaces every version row by `targets` in one transaction (stamp).
-pub fn stamp(conn: &mut Connection, path: &Path, targets: &[String]) -> Result<(), StoreError> {
+/// `records` re-records the ledger: (revision, checksum) of everything the targets include.
+pub fn stamp(
+    conn: &mut Connection,
+    path: &Path,
+    targets: &[String],
+    records: &[(String, String)],
+) -> Result<(), StoreError> {
     let sqlite = |source| StoreError::Sqlite {
         path: path.to_owned(),
         source,
@@ -259,17 +326,29 @@ pub fn stamp(conn: &mut Connection, path: &Path, targets: &[String]) -> Result<(
     for t in targets {
         VersionOp::Insert(t.clone()).run(&tx).map_err(sqlite)?;
     }
+    tx.execute(&format!("DELETE FROM {LEDGER_TABLE}"), [])
+        .map_err(sqlite)?;
+    for (revision, checksum) in records {
+        record(&tx, revision, checksum, 0).map_err(sqlite)?;
+    }
     tx.commit().map_err(sqlite)
 }
 
-fn ensure_version_table(conn: &Connection) -> rusqlite::Result<()> {
-    let exists: bool = conn.query_row(
+fn table_exists(conn: &Connection, name: &str) -> rusqlite::Result<bool> {
+    conn.query_row(
         "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1)",
-        [VERSION_TABLE],
+        [name],
         |r| r.get(0),
-    )?;
-    if !exists {
+    )
+}
+
+/// The version table (alembic's layout) and the ledger, created with the first step.
+fn ensure_version_table(conn: &Connection) -> rusqlite::Result<()> {
+    if !table_exists(conn, VERSION_TABLE)? {
         conn.execute_batch(VERSION_TABLE_DDL)?;
+    }
+    if !table_exists(conn, LEDGER_TABLE)? {
+        conn.execute_batch(LEDGER_DDL)?;
     }
     Ok(())
 }
