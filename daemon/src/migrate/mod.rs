@@ -6,6 +6,8 @@
 
 pub mod authoring;
 pub mod autogen;
+#[cfg(test)]
+mod autogen_props;
 pub mod catalog;
 pub mod commands;
 pub mod graph;
