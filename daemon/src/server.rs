@@ -140,7 +140,8 @@ async fn connection(
         warn!(peer_uid = uid, peer_pid = ?creds.pid(), "refused a control connection from another user");
         return Err(ConnError::Peer(uid, me));
     }
-    let mut rd = &stream;
+    // Buffered: a request's header and payload usually arrive in one read.
+    let mut rd = tokio::io::BufReader::with_capacity(16 * 1024, &stream);
     let hello = timed(HANDSHAKE_TIMEOUT, read_payload(&mut rd, frame::HELLO_LEN)).await??;
     let version = frame::parse_hello(&hello)?;
     write(&stream, &frame::hello(PROTOCOL_VERSION)).await?;
@@ -178,12 +179,20 @@ async fn connection(
 async fn respond(stream: &Stream, shared: &Arc<Shared>, req: Request) -> Result<(), ConnError> {
     match req {
         Request::Status => {
-            let s = shared.clone();
-            let info = tokio::task::spawn_blocking(move || s.status()).await;
+            let info = match shared.try_status() {
+                Some(info) => info,
+                None => {
+                    let s = shared.clone();
+                    tokio::task::spawn_blocking(move || s.status())
+                        .await
+                        .unwrap_or_else(|e| {
+                            Err(ErrorReply::new(ErrorKind::Internal, e.to_string()))
+                        })
+                }
+            };
             let msg = match info {
-                Ok(Ok(info)) => ServerMsg::Status(Box::new(info)),
-                Ok(Err(e)) => ServerMsg::Done(Err(e)),
-                Err(e) => ServerMsg::Done(Err(ErrorReply::new(ErrorKind::Internal, e.to_string()))),
+                Ok(info) => ServerMsg::Status(Box::new(info)),
+                Err(e) => ServerMsg::Done(Err(e)),
             };
             send(stream, &msg).await
         }

@@ -9,7 +9,7 @@ use proto::paths::Settings;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
-use crate::migrate::graph::Graph;
+use crate::migrate::script::Source;
 use crate::migrate::store::Db;
 use crate::migrate::{self, Ctx, Sink};
 
@@ -19,9 +19,13 @@ pub struct Shared {
     settings: RwLock<Settings>,
     db: Mutex<Db>,
     started: Instant,
+    /// The last schema state, valid while the database's data_version and the source stay the
+    /// same (status is asked often; the answer changes rarely).
+    schema_cache: Mutex<Option<(i64, Source, SchemaState)>>,
 }
 
 /// Where the database stands against the revision files.
+#[derive(Clone)]
 pub struct SchemaState {
     pub revisions: Vec<String>,
     pub heads: Vec<String>,
@@ -37,6 +41,7 @@ impl Shared {
             settings: RwLock::new(settings),
             db: Mutex::new(db),
             started: Instant::now(),
+            schema_cache: Mutex::new(None),
         }
     }
 
@@ -89,13 +94,44 @@ impl Shared {
     }
 
     pub fn schema_state(&self) -> SchemaState {
-        let settings = self.settings();
-        schema_state(&mut self.db(), &crate::source_for(&settings, None))
+        self.schema_state_with(&mut self.db())
+    }
+
+    fn schema_state_with(&self, db: &mut Db) -> SchemaState {
+        let source = crate::source_for(&self.settings(), None);
+        let version = db.data_version();
+        let mut cache = self.schema_cache.lock().unwrap_or_else(|p| p.into_inner());
+        // A directory source may change under us; only the built-in files are cached.
+        if let (Some(v), Some((cv, cs, state))) = (version, cache.as_ref()) {
+            if *cv == v && *cs == source && source == Source::BuiltIn {
+                return state.clone();
+            }
+        }
+        let state = schema_state(db, &source);
+        *cache = version.map(|v| (v, source, state.clone()));
+        state
+    }
+
+    fn forget_schema_state(&self) {
+        *self.schema_cache.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    /// Status without leaving the caller's thread when the database is free; `None` when a
+    /// migration holds it (the caller then waits on a blocking thread).
+    pub fn try_status(&self) -> Option<Result<StatusInfo, ErrorReply>> {
+        let mut db = self.db.try_lock().ok()?;
+        let schema = self.schema_state_with(&mut db);
+        drop(db);
+        Some(self.status_from(schema))
     }
 
     pub fn status(&self) -> Result<StatusInfo, ErrorReply> {
-        let settings = self.settings();
         let schema = self.schema_state();
+        self.status_from(schema)
+    }
+
+    fn status_from(&self, schema: SchemaState) -> Result<StatusInfo, ErrorReply> {
+        let settings = self.settings();
         Ok(StatusInfo {
             pid: std::process::id(),
             version: proto::PRODUCT_VERSION.into(),
@@ -152,6 +188,8 @@ impl Shared {
             let _ = tx.blocking_send(o);
         };
         let result = migrate::run(&mut ctx, &req.cmd, &mut Sink(&mut send));
+        // Our own writes do not move data_version; forget what we knew.
+        self.forget_schema_state();
         if let Err(e) = &result {
             warn!(command = ?req.cmd, error = %e, "migration command failed");
         } else if !req.cmd.is_read_only() {
@@ -161,11 +199,8 @@ impl Shared {
     }
 }
 
-pub fn schema_state(db: &mut Db, source: &migrate::script::Source) -> SchemaState {
-    let graph = source
-        .load()
-        .map_err(|e| e.to_string())
-        .and_then(|r| Graph::build(r).map_err(|e| e.to_string()));
+pub fn schema_state(db: &mut Db, source: &Source) -> SchemaState {
+    let graph = migrate::load_graph(source).map_err(|e| e.to_string());
     let revisions = match db.versions() {
         Ok(r) => r,
         Err(e) => {

@@ -24,7 +24,7 @@ pub struct Ctx<'a> {
 type Result<T> = std::result::Result<T, MigrateError>;
 
 pub fn run(ctx: &mut Ctx<'_>, cmd: &MigrateCmd, out: &mut Sink<'_>) -> Result<Exit> {
-    let graph = Graph::build(ctx.source.load()?)?;
+    let graph = super::load_graph(&ctx.source)?;
     match cmd {
         MigrateCmd::Status => status(ctx, &graph, out),
         MigrateCmd::Current { verbose } => current(ctx, &graph, *verbose, out),

@@ -19,6 +19,26 @@ use proto::message::{ErrorKind, ErrorReply, Output};
 
 pub use commands::{run, Ctx};
 
+/// The revision graph of a source. The built-in files never change, so they are parsed once;
+/// a directory is read again each time (a developer edits it while the daemon runs).
+pub fn load_graph(source: &script::Source) -> Result<std::sync::Arc<graph::Graph>, MigrateError> {
+    use std::sync::{Arc, OnceLock};
+    static BUILT_IN: OnceLock<Arc<graph::Graph>> = OnceLock::new();
+    let build = || -> Result<Arc<graph::Graph>, MigrateError> {
+        Ok(Arc::new(graph::Graph::build(source.load()?)?))
+    };
+    match source {
+        script::Source::BuiltIn => {
+            if let Some(g) = BUILT_IN.get() {
+                return Ok(g.clone());
+            }
+            let g = build()?;
+            Ok(BUILT_IN.get_or_init(|| g).clone())
+        }
+        script::Source::Dir(_) => build(),
+    }
+}
+
 /// Where a command's output lines go.
 pub struct Sink<'a>(pub &'a mut dyn FnMut(Output));
 

@@ -214,6 +214,13 @@ impl Db {
         self.writable = false;
     }
 
+    /// SQLite's `data_version`: changes when another connection commits, so cached answers
+    /// about the database can be reused until someone else writes.
+    pub fn data_version(&mut self) -> Option<i64> {
+        let conn = self.reader().ok()??;
+        conn.query_row("PRAGMA data_version", [], |r| r.get(0)).ok()
+    }
+
     /// Rows of the version table; empty when the file or the table does not exist.
     pub fn versions(&mut self) -> Result<Vec<String>, StoreError> {
         let path = self.path.clone();
