@@ -21,6 +21,10 @@ pub enum ConnectError {
     },
     #[error("protocol mismatch: client {PROTOCOL_VERSION}, daemon {0}; use a silica-cron matching the running silica-crond")]
     Version(u32),
+    #[error(
+        "the daemon at {0} did not answer within {1} s (stopped with SIGSTOP, or overloaded?)"
+    )]
+    Timeout(String, u64),
     #[error("the daemon closed the connection (it refuses connections beyond its limit, from other users, and while stopping)")]
     Closed,
     #[error("talking to the daemon: {0}")]
@@ -35,11 +39,38 @@ impl ConnectError {
     }
 }
 
+impl Connection {
+    /// A read that timed out becomes a clear message naming the socket.
+    fn timed<T>(&self, r: Result<T, ConnectError>) -> Result<T, ConnectError> {
+        match r {
+            Err(ConnectError::Frame(FrameError::Io(e)))
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                Err(ConnectError::Timeout(
+                    self.shown.clone(),
+                    ANSWER_TIMEOUT.as_secs(),
+                ))
+            }
+            other => other,
+        }
+    }
+}
+
 impl From<FrameError> for ConnectError {
     fn from(e: FrameError) -> Self {
         match e {
             FrameError::Closed | FrameError::Truncated => ConnectError::Closed,
-            FrameError::Io(io) if io.kind() == std::io::ErrorKind::ConnectionReset => {
+            // A daemon that refuses a connection closes it unread: the write of the request
+            // may then fail with EPIPE, the read with ECONNRESET.
+            FrameError::Io(io)
+                if matches!(
+                    io.kind(),
+                    std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+                ) =>
+            {
                 ConnectError::Closed
             }
             other => ConnectError::Frame(other),
@@ -47,9 +78,14 @@ impl From<FrameError> for ConnectError {
     }
 }
 
+/// How long the daemon may take to answer the hello and a quick request; a migration's stream
+/// has no limit (a long rebuild may print nothing for minutes).
+const ANSWER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 pub struct Connection {
     stream: Stream,
     hello_pending: bool,
+    shown: String,
 }
 
 impl Connection {
@@ -69,15 +105,28 @@ impl Connection {
                 source,
             },
         })?;
+        stream
+            .set_recv_timeout(Some(ANSWER_TIMEOUT))
+            .and_then(|()| stream.set_send_timeout(Some(ANSWER_TIMEOUT)))
+            .map_err(|source| ConnectError::Io {
+                path: shown.clone(),
+                source,
+            })?;
         Ok(Connection {
             stream,
             hello_pending: true,
+            shown,
         })
     }
 
     /// Sends hello and the request in one write (one round trip), then reads replies,
     /// handing streamed lines to `on_line`.
     fn send(&mut self, req: Request) -> Result<(), ConnectError> {
+        let r = self.send_inner(req);
+        self.timed(r)
+    }
+
+    fn send_inner(&mut self, req: Request) -> Result<(), ConnectError> {
         let mut bytes = Vec::new();
         if self.hello_pending {
             bytes.extend(frame::hello(PROTOCOL_VERSION));
@@ -101,9 +150,17 @@ impl Connection {
         req: Request,
         mut on_line: impl FnMut(Output),
     ) -> Result<Result<Exit, ErrorReply>, ConnectError> {
+        let streams = matches!(req, Request::Migrate(_));
         self.send(req)?;
+        if streams {
+            self.stream
+                .set_recv_timeout(None)
+                .map_err(|e| ConnectError::from(FrameError::from(e)))?;
+        }
         loop {
-            match frame::read_frame::<_, ServerMsg>(&mut self.stream)? {
+            let frame =
+                frame::read_frame::<_, ServerMsg>(&mut self.stream).map_err(ConnectError::from);
+            match self.timed(frame)? {
                 ServerMsg::Output(line) => on_line(line),
                 ServerMsg::Done(result) => return Ok(result),
                 ServerMsg::Status(_) => return Err(ConnectError::Unexpected),
@@ -113,7 +170,8 @@ impl Connection {
 
     pub fn status(&mut self) -> Result<StatusInfo, ConnectError> {
         self.send(Request::Status)?;
-        match frame::read_frame::<_, ServerMsg>(&mut self.stream)? {
+        let frame = frame::read_frame::<_, ServerMsg>(&mut self.stream).map_err(ConnectError::from);
+        match self.timed(frame)? {
             ServerMsg::Status(info) => Ok(*info),
             ServerMsg::Done(Err(e)) => Err(ConnectError::Frame(FrameError::Io(
                 std::io::Error::other(e.message),

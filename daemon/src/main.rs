@@ -16,6 +16,8 @@ use clap::{Parser, Subcommand};
 use proto::cli::{GlobalArgs, MigrateCmd, ServeArgs};
 use proto::message::{exit_code, Output};
 use proto::paths::Settings;
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
 use tracing::{error, info, warn};
 
 use crate::lock::OwnerLock;
@@ -105,6 +107,7 @@ fn init_logging() {
 
 fn run_daemon(args: GlobalArgs, serve: ServeArgs, settings: Settings) -> ExitCode {
     init_logging();
+    raise_fd_limit();
     match daemon(args, serve, settings) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -114,7 +117,45 @@ fn run_daemon(args: GlobalArgs, serve: ServeArgs, settings: Settings) -> ExitCod
     }
 }
 
+/// Each control connection takes a descriptor, and the usual soft limit (1024, systemd's default
+/// too) is below the default `max_connections`: past it, accept fails and clients wait in the
+/// backlog instead of being served or refused. Raise the soft limit to the hard one.
+fn raise_fd_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit on this process with a valid struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return;
+        }
+        // Enough for every connection slot; not the hard limit itself, which can be a million.
+        let wanted = lim.rlim_max.min(65_536);
+        if lim.rlim_cur >= wanted {
+            return;
+        }
+        let raised = libc::rlimit {
+            rlim_cur: wanted,
+            rlim_max: lim.rlim_max,
+        };
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) != 0 {
+            warn!(
+                soft = lim.rlim_cur,
+                hard = lim.rlim_max,
+                "cannot raise the open-files limit: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+    }
+}
+
 fn daemon(args: GlobalArgs, serve: ServeArgs, settings: Settings) -> anyhow::Result<()> {
+    // Before anything else: a SIGTERM that arrives while the database is prepared or just after
+    // the socket appears must stop the daemon cleanly, not kill it with the default action.
+    // Signals that arrive before the handler thread runs are kept and handled then.
+    let signals =
+        Signals::new([SIGTERM, SIGINT, SIGHUP]).context("cannot install signal handlers")?;
     let _lock = OwnerLock::acquire(&settings.lock, &settings.db)?;
     let mut db = Db::new(&settings.db);
     prepare_database(&mut db, &settings)?;
@@ -137,13 +178,13 @@ fn daemon(args: GlobalArgs, serve: ServeArgs, settings: Settings) -> anyhow::Res
             warn!("{note}; jobs do not fire until the database is at head");
         }
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        spawn_signal_handler(shared.clone(), stop_tx)?;
+        spawn_signal_handler(signals, shared.clone(), stop_tx)?;
         server::serve(listener, shared.clone(), stop_rx).await;
         anyhow::Ok(())
     })?;
+    // The listener removed its socket file when it was dropped; removing the path again could
+    // delete a socket another process bound there meanwhile.
     shared.close_db();
-    // The listener removed its socket file when dropped; remove it in case it did not.
-    let _ = std::fs::remove_file(&settings.socket);
     info!("silica-crond stopped");
     Ok(())
 }
@@ -193,12 +234,10 @@ fn prepare_database(db: &mut Db, settings: &Settings) -> anyhow::Result<()> {
 
 /// SIGTERM/SIGINT stop the daemon; SIGHUP re-reads the configuration.
 fn spawn_signal_handler(
+    mut signals: Signals,
     shared: Arc<Shared>,
     stop: tokio::sync::watch::Sender<bool>,
 ) -> anyhow::Result<()> {
-    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
-        .context("cannot install signal handlers")?;
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {

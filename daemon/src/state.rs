@@ -73,6 +73,12 @@ impl Shared {
                 if new.db != old.db || new.socket != old.socket {
                     warn!("the database and socket paths change only with a restart; keeping {} and {}", old.db.display(), old.socket.display());
                 }
+                if new.file.max_connections != old.file.max_connections {
+                    warn!(
+                        "max_connections changes only with a restart; keeping {}",
+                        old.file.max_connections.unwrap_or(1024)
+                    );
+                }
                 let kept = Settings {
                     db: old.db,
                     socket: old.socket,

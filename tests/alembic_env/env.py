@@ -49,6 +49,14 @@ def get_url() -> str:
     )
 
 
+def include_name(name, type_, parent_names):
+    """With ALEMBIC_IGNORE_SILICA_LEDGER=1: the filter silica-cron's README gives to the original
+    tool's env.py, so its autogenerate leaves silica-cron's revision ledger alone."""
+    if type_ == "table" and os.environ.get("ALEMBIC_IGNORE_SILICA_LEDGER") == "1":
+        return not name.startswith("silica_cron_")
+    return True
+
+
 def run_migrations_offline() -> None:
     """Emit SQL to stdout (alembic ... --sql) without a database connection."""
     context.configure(
@@ -72,6 +80,7 @@ def run_migrations_online() -> None:
             connection=connection,
             target_metadata=target_metadata,
             version_table=VERSION_TABLE,
+            include_name=include_name,
         )
 
         with context.begin_transaction():
