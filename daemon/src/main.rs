@@ -20,7 +20,7 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use tracing::{error, info, warn};
 
-use crate::lock::OwnerLock;
+use crate::lock::{OwnerLock, Role};
 use crate::migrate::script::Source;
 use crate::migrate::store::Db;
 use crate::migrate::{Ctx, Sink};
@@ -156,7 +156,9 @@ fn daemon(args: GlobalArgs, serve: ServeArgs, settings: Settings) -> anyhow::Res
     // Signals that arrive before the handler thread runs are kept and handled then.
     let signals =
         Signals::new([SIGTERM, SIGINT, SIGHUP]).context("cannot install signal handlers")?;
-    let _lock = OwnerLock::acquire(&settings.lock, &settings.db)?;
+    let _lock = OwnerLock::acquire(&settings.lock, &settings.db, Role::Daemon, |pid| {
+        info!("waiting for the migration run by pid {pid} to finish");
+    })?;
     let mut db = Db::new(&settings.db);
     prepare_database(&mut db, &settings)?;
     let shared = Arc::new(Shared::new(args, serve, settings.clone(), db));

@@ -7,14 +7,15 @@ use proto::cli::MigrateCmd;
 use proto::message::{exit_code, Output};
 use proto::paths::Settings;
 
-use crate::lock::OwnerLock;
+use crate::lock::{OwnerLock, Role};
 use crate::migrate::{self, store::Db, Ctx, Sink};
 
 pub fn run(settings: &Settings, cmd: &MigrateCmd, json: bool) -> i32 {
     let _lock = if cmd.is_read_only() {
         None
     } else {
-        match OwnerLock::acquire(&settings.lock, &settings.db) {
+        let wait = |pid: &str| eprintln!("Waiting for the migration run by pid {pid} to finish...");
+        match OwnerLock::acquire(&settings.lock, &settings.db, Role::Migrate, wait) {
             Ok(l) => Some(l),
             Err(e) => {
                 eprintln!("FAILED: {e}");

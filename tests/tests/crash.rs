@@ -459,7 +459,7 @@ fn kill_daemon_during_upgrade_at_random_instants() {
         );
         assert_eq!(
             std::fs::read_to_string(&lock).unwrap().trim(),
-            d2.pid().to_string(),
+            format!("{} daemon", d2.pid()),
             "the new daemon holds the lock"
         );
         fx.check_finished();

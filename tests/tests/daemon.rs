@@ -250,14 +250,14 @@ fn second_daemon_on_the_same_database_is_refused() {
     assert!(lock.is_file(), "no lock file beside the database");
     assert_eq!(
         std::fs::read_to_string(&lock).unwrap().trim(),
-        d.pid().to_string()
+        format!("{} daemon", d.pid())
     );
 
     let second = env.crond(&[]);
     second
         .code(1)
         .stderr_has(&format!("pid {}", d.pid()))
-        .stderr_has("owned by another silica-crond");
+        .stderr_has("owned by a running silica-crond");
     // Also through `silica-cron serve`, and with the socket elsewhere (the lock, not the socket,
     // decides).
     let other_socket = env.path().join("other.sock");
@@ -269,7 +269,7 @@ fn second_daemon_on_the_same_database_is_refused() {
     // The first one is untouched.
     assert_eq!(
         std::fs::read_to_string(&lock).unwrap().trim(),
-        d.pid().to_string()
+        format!("{} daemon", d.pid())
     );
     assert!(env.socket().exists());
     assert_serving(&env, &mut d);

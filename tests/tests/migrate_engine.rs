@@ -473,3 +473,27 @@ fn database_urls_and_bad_urls() {
         .stderr_has("DATABASE_URL")
         .stderr_has("not a SQLite URL");
 }
+
+#[test]
+fn concurrent_one_shot_migrations_wait_for_each_other() {
+    let env = Env::new();
+    let children: Vec<_> = (0..6)
+        .map(|_| {
+            env.command("silica-cron")
+                .args(["migrate", "upgrade"])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut steps = 0;
+    for c in children {
+        let out = c.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{stderr}");
+        steps += stderr.matches("Running upgrade").count();
+    }
+    assert_eq!(steps, 3, "each revision applied exactly once");
+    assert_eq!(versions(&env), "34065a4cc718");
+}
