@@ -2,6 +2,7 @@
 //! prints the reply as it arrives. Blocking I/O and no runtime: it is a short-lived process.
 
 mod connection;
+mod cron;
 mod render;
 
 use std::ffi::OsString;
@@ -44,6 +45,11 @@ enum Command {
         #[command(subcommand)]
         cmd: MigrateCmd,
     },
+    /// Cron expressions (no daemon needed).
+    Cron {
+        #[command(subcommand)]
+        cmd: cron::CronCmd,
+    },
 }
 
 fn main() -> ExitCode {
@@ -60,6 +66,7 @@ fn main() -> ExitCode {
         Some(Command::Status) => code(status(&settings, cli.global.json)),
         Some(Command::Reload) => code(simple(&settings, Request::Reload, "reload")),
         Some(Command::Migrate { cmd }) => code(migrate(&settings, &cli.global, cmd)),
+        Some(Command::Cron { cmd }) => code(cron::run(cmd, cli.global.json)),
     }
 }
 

@@ -37,7 +37,7 @@ pub fn bin(name: &str) -> PathBuf {
         // Each binary against the sources it is built from (a client does not relink when
         // only daemon code changed).
         for (b, crates) in [
-            ("silica-cron", &["proto", "ctl"][..]),
+            ("silica-cron", &["proto", "ctl", "schedule"][..]),
             ("silica-crond", &["proto", "daemon", "migrations"][..]),
         ] {
             let newest_source = crates
