@@ -88,7 +88,8 @@ impl OwnerLock {
                 return Err(open_err(err));
             }
             let (pid, holder) = holder(&mut file);
-            if holder != Some(Role::Migrate) {
+            // An empty file is a new holder between truncating and writing: look again.
+            if holder == Some(Role::Daemon) {
                 return Err(LockError::Held {
                     db: db.to_owned(),
                     lock: lock.to_owned(),

@@ -22,6 +22,12 @@ pub fn root() -> PathBuf {
         .to_owned()
 }
 
+/// The original tool's three revisions, frozen (tests/fixtures/original-chain): what the seed
+/// guide's exact outputs and alembic interop are checked against.
+pub fn original_chain() -> PathBuf {
+    root().join("tests/fixtures/original-chain")
+}
+
 fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
@@ -153,7 +159,18 @@ impl Default for Env {
 }
 
 impl Env {
+    /// A temp directory whose binaries use the original chain of revisions (see
+    /// [`original_chain`]); [`Env::built_in`] for the revisions built into silica-crond.
     pub fn new() -> Env {
+        let original = original_chain();
+        Env::built_in().with_var(
+            "SILICA_CRON_MIGRATIONS",
+            original.to_str().expect("utf-8 path"),
+        )
+    }
+
+    /// A temp directory whose binaries use the revisions built into silica-crond.
+    pub fn built_in() -> Env {
         // Short paths: a Unix socket path must fit in 107 bytes.
         let dir = tempfile::Builder::new()
             .prefix("sc")
@@ -165,8 +182,9 @@ impl Env {
         }
     }
 
+    /// Sets (or replaces) an environment variable of the binaries this Env runs.
     pub fn with_var(mut self, k: &str, v: &str) -> Env {
-        self.vars.push((k.into(), v.into()));
+        self.set_var(k, v);
         self
     }
 

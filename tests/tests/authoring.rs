@@ -10,8 +10,12 @@ use silica_cron_tests::{root, Env, Out};
 fn checkout(env: &Env, keep: &[&str]) -> PathBuf {
     let dir = env.path().join("migrations");
     std::fs::create_dir_all(dir.join("versions")).unwrap();
-    std::fs::copy(root().join("migrations/schema.sql"), dir.join("schema.sql")).unwrap();
-    for e in std::fs::read_dir(root().join("migrations/versions")).unwrap() {
+    std::fs::copy(
+        silica_cron_tests::original_chain().join("schema.sql"),
+        dir.join("schema.sql"),
+    )
+    .unwrap();
+    for e in std::fs::read_dir(silica_cron_tests::original_chain().join("versions")).unwrap() {
         let e = e.unwrap();
         let name = e.file_name().to_string_lossy().into_owned();
         if keep.is_empty() || keep.iter().any(|k| name.contains(k)) {
@@ -245,7 +249,7 @@ fn no_change_writes_an_empty_revision_and_empty_flag() {
     env.cli(&["migrate", "upgrade"]).ok();
     assert_eq!(env.cli(&["migrate", "history"]).ok().lines().len(), 5);
     // Without a directory there is nowhere to write.
-    let bare = Env::new();
+    let bare = Env::built_in();
     bare.cli(&["migrate", "create", "x"])
         .code(1)
         .stderr_has("--migrations-dir");

@@ -129,7 +129,7 @@ impl Fixture {
         let env = Env::new();
         let versions = env.path().join("migrations/versions");
         std::fs::create_dir_all(&versions).unwrap();
-        for e in std::fs::read_dir(silica_cron_tests::root().join("migrations/versions")).unwrap() {
+        for e in std::fs::read_dir(silica_cron_tests::original_chain().join("versions")).unwrap() {
             let e = e.unwrap();
             std::fs::copy(e.path(), versions.join(e.file_name())).unwrap();
         }

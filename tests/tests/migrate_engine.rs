@@ -9,7 +9,7 @@ use silica_cron_tests::{root, run, Env};
 fn migrations_dir(env: &Env, extra: &[(&str, String)]) -> PathBuf {
     let dir = env.path().join("migrations/versions");
     std::fs::create_dir_all(&dir).unwrap();
-    for e in std::fs::read_dir(root().join("migrations/versions")).unwrap() {
+    for e in std::fs::read_dir(silica_cron_tests::original_chain().join("versions")).unwrap() {
         let e = e.unwrap();
         std::fs::copy(e.path(), dir.join(e.file_name())).unwrap();
     }
