@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use silica_cron_tests::{root, run, Env};
+use silica_cron_tests::{run, Env};
 
 /// A migrations dir holding the built-in revisions plus `extra` (file name, text).
 fn migrations_dir(env: &Env, extra: &[(&str, String)]) -> PathBuf {
