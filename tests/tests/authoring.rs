@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use silica_cron_tests::{root, Env, Out};
+use silica_cron_tests::{Env, Out};
 
 /// A checkout-like migrations dir: schema.sql and the revisions whose file names start with one of
 /// `keep` (all when empty).
