@@ -24,6 +24,10 @@ CREATE TABLE scheduled_jobs (
 	prompt_id INTEGER NOT NULL, 
 	cron_expression VARCHAR(100) NOT NULL, 
 	is_active BOOLEAN, 
+	timezone VARCHAR(64), 
+	timeout_seconds INTEGER, 
+	overlap_policy VARCHAR(16) NOT NULL DEFAULT 'skip', 
+	missed_policy VARCHAR(16) NOT NULL DEFAULT 'skip', 
 	created_at DATETIME DEFAULT (CURRENT_TIMESTAMP), 
 	updated_at DATETIME DEFAULT (CURRENT_TIMESTAMP), 
 	PRIMARY KEY (id), 
@@ -41,8 +45,18 @@ CREATE TABLE job_executions (
 	status VARCHAR(50), 
 	output TEXT, 
 	error_message TEXT, 
+	prompt_id INTEGER, 
+	scheduled_for DATETIME, 
+	trigger_kind VARCHAR(16) NOT NULL DEFAULT 'schedule', 
+	exit_code INTEGER, 
+	output_truncated BOOLEAN NOT NULL DEFAULT 0, 
+	last_seen_at DATETIME, 
 	PRIMARY KEY (id), 
-	FOREIGN KEY(scheduled_job_id) REFERENCES scheduled_jobs (id)
+	FOREIGN KEY(scheduled_job_id) REFERENCES scheduled_jobs (id), 
+	FOREIGN KEY(prompt_id) REFERENCES prompts (id)
 );
 CREATE INDEX ix_job_executions_id ON job_executions (id);
 CREATE INDEX ix_job_executions_session_id ON job_executions (session_id);
+CREATE INDEX ix_job_executions_status ON job_executions (status);
+-- At most one execution per (job, scheduled instant): written before the runner starts.
+CREATE UNIQUE INDEX ux_job_executions_job_instant ON job_executions (scheduled_job_id, scheduled_for);
