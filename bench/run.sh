@@ -40,6 +40,9 @@ for v in DATABASE_URL CRON_DATABASE_URL SILICA_CRON_SOCKET SILICA_CRON_CONFIG \
     ALEMBIC_PRIORITY_SERVER_DEFAULT SILICA_CRON_BENCH_SOCKET; do
     unset "$v"
 done
+# Same work on both sides: alembic's environment has the original three revisions, so ours
+# runs the same three (tests/fixtures/original-chain), not the ones this project added since.
+export SILICA_CRON_MIGRATIONS="$repo/tests/fixtures/original-chain"
 
 load_before="$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo '?')"
 
