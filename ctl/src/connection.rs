@@ -6,6 +6,7 @@ use std::path::Path;
 use interprocess::local_socket::{prelude::*, GenericFilePath, Stream};
 use proto::frame::{self, FrameError};
 use proto::message::{ClientMsg, ErrorReply, Exit, Output, Request, ServerMsg, StatusInfo};
+use proto::records::Reply;
 use proto::PROTOCOL_VERSION;
 
 #[derive(Debug, thiserror::Error)]
@@ -163,7 +164,23 @@ impl Connection {
             match self.timed(frame)? {
                 ServerMsg::Output(line) => on_line(line),
                 ServerMsg::Done(result) => return Ok(result),
-                ServerMsg::Status(_) => return Err(ConnectError::Unexpected),
+                ServerMsg::Status(_) | ServerMsg::Reply(_) => return Err(ConnectError::Unexpected),
+            }
+        }
+    }
+
+    /// A prompt, job or execution request: one reply, then the final frame.
+    pub fn record(&mut self, req: Request) -> Result<Result<Reply, ErrorReply>, ConnectError> {
+        self.send(req)?;
+        let mut reply = None;
+        loop {
+            let frame =
+                frame::read_frame::<_, ServerMsg>(&mut self.stream).map_err(ConnectError::from);
+            match self.timed(frame)? {
+                ServerMsg::Reply(r) => reply = Some(*r),
+                ServerMsg::Done(Ok(_)) => return reply.map(Ok).ok_or(ConnectError::Unexpected),
+                ServerMsg::Done(Err(e)) => return Ok(Err(e)),
+                _ => return Err(ConnectError::Unexpected),
             }
         }
     }

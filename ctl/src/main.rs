@@ -3,6 +3,7 @@
 
 mod connection;
 mod cron;
+mod records;
 mod render;
 
 use std::ffi::OsString;
@@ -45,6 +46,21 @@ enum Command {
         #[command(subcommand)]
         cmd: MigrateCmd,
     },
+    /// Prompts: the text an agent runs, with model, persona and priority.
+    Prompts {
+        #[command(subcommand)]
+        cmd: records::PromptsCmd,
+    },
+    /// Jobs: a prompt on a cron schedule.
+    Jobs {
+        #[command(subcommand)]
+        cmd: records::JobsCmd,
+    },
+    /// The history of runs.
+    Executions {
+        #[command(subcommand)]
+        cmd: records::ExecutionsCmd,
+    },
     /// Cron expressions (no daemon needed).
     Cron {
         #[command(subcommand)]
@@ -67,6 +83,20 @@ fn main() -> ExitCode {
         Some(Command::Reload) => code(simple(&settings, Request::Reload, "reload")),
         Some(Command::Migrate { cmd }) => code(migrate(&settings, &cli.global, cmd)),
         Some(Command::Cron { cmd }) => code(cron::run(cmd, cli.global.json)),
+        Some(Command::Prompts { cmd }) => match records::prompts_request(cmd) {
+            Ok(req) => code(record(&settings, req, cli.global.json)),
+            Err(msg) => code(render::fail(&msg)),
+        },
+        Some(Command::Jobs { cmd }) => code(record(
+            &settings,
+            records::jobs_request(cmd),
+            cli.global.json,
+        )),
+        Some(Command::Executions { cmd }) => code(record(
+            &settings,
+            records::executions_request(cmd),
+            cli.global.json,
+        )),
     }
 }
 
@@ -126,6 +156,19 @@ fn simple(settings: &Settings, req: Request, what: &str) -> i32 {
     match conn.request(req, render::line) {
         Ok(Ok(exit)) => exit.code as i32,
         Ok(Err(reply)) => render::fail(&format!("{what}: {reply}")),
+        Err(e) => render::fail(&e.to_string()),
+    }
+}
+
+fn record(settings: &Settings, req: Request, json: bool) -> i32 {
+    let mut conn = match Connection::open(&settings.socket) {
+        Ok(c) => c,
+        Err(e) if e.is_unreachable() => return not_running(settings, &e),
+        Err(e) => return render::fail(&e.to_string()),
+    };
+    match conn.record(req) {
+        Ok(Ok(reply)) => records::render(&reply, json),
+        Ok(Err(reply)) => render::fail(&reply.message),
         Err(e) => render::fail(&e.to_string()),
     }
 }

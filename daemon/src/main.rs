@@ -4,6 +4,7 @@
 mod lock;
 mod migrate;
 mod oneshot;
+mod records;
 mod server;
 mod state;
 

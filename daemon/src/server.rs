@@ -196,6 +196,19 @@ async fn respond(stream: &Stream, shared: &Arc<Shared>, req: Request) -> Result<
             };
             send(stream, &msg).await
         }
+        Request::Prompt(_) | Request::Job(_) | Request::Execution(_) => {
+            let s = shared.clone();
+            let result = tokio::task::spawn_blocking(move || s.records(&req))
+                .await
+                .unwrap_or_else(|e| Err(ErrorReply::new(ErrorKind::Internal, e.to_string())));
+            match result {
+                Ok(reply) => {
+                    send(stream, &ServerMsg::Reply(Box::new(reply))).await?;
+                    send(stream, &ServerMsg::Done(Ok(Exit::OK))).await
+                }
+                Err(e) => send(stream, &ServerMsg::Done(Err(e))).await,
+            }
+        }
         Request::Reload => {
             let reply = shared.reload().map(|()| Exit::OK);
             send(stream, &ServerMsg::Done(reply)).await

@@ -4,8 +4,9 @@ use std::sync::{Mutex, MutexGuard, RwLock};
 use std::time::Instant;
 
 use proto::cli::{GlobalArgs, ServeArgs};
-use proto::message::{ErrorKind, ErrorReply, Exit, MigrateRequest, Output, StatusInfo};
+use proto::message::{ErrorKind, ErrorReply, Exit, MigrateRequest, Output, Request, StatusInfo};
 use proto::paths::Settings;
+use proto::records::Reply;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
@@ -173,6 +174,56 @@ impl Shared {
             .or(s.file.bind_host)
             .unwrap_or_else(|| "127.0.0.1".into());
         Some(format!("{host}:{port}"))
+    }
+
+    /// A prompt, job or execution request. The tables have their current shape only at head.
+    pub fn records(&self, req: &Request) -> Result<Reply, ErrorReply> {
+        let mut db = self.db();
+        let schema = self.schema_state_with(&mut db);
+        if !schema.at_head {
+            let why = schema
+                .note
+                .unwrap_or_else(|| "the database is not at head".into());
+            return Err(ErrorReply::new(
+                ErrorKind::Refused,
+                format!("{why} (prompts and jobs are managed once it is at head)"),
+            ));
+        }
+        // "At head" is relative to the revision files in use; the tables must also have the
+        // shape these commands were written for.
+        let source = crate::source_for(&self.settings(), None);
+        let includes = migrate::load_graph(&source).ok().is_some_and(|g| {
+            let current: Vec<usize> = schema
+                .revisions
+                .iter()
+                .filter_map(|r| g.lookup(r))
+                .collect();
+            g.lookup(crate::records::SCHEMA_REVISION)
+                .is_some_and(|need| g.ancestors(&current)[need])
+        });
+        if !includes {
+            return Err(ErrorReply::new(
+                ErrorKind::Refused,
+                format!(
+                    "the database is at {}; prompts and jobs need revision {} or later (the revisions built into silica-crond include it)",
+                    schema.revisions.join(", "),
+                    crate::records::SCHEMA_REVISION
+                ),
+            ));
+        }
+        let conn = db
+            .writer()
+            .map_err(|e| ErrorReply::new(ErrorKind::Database, e.to_string()))?;
+        let result = match req {
+            Request::Prompt(op) => crate::records::prompt(conn, op),
+            Request::Job(op) => crate::records::job(conn, op),
+            Request::Execution(op) => crate::records::execution(conn, op),
+            _ => Err(ErrorReply::new(ErrorKind::Internal, "not a record request")),
+        };
+        if let Err(e) = &result {
+            info!(error = %e.message, "request refused");
+        }
+        result
     }
 
     /// Runs one migrate request; concurrent requests queue on the database lock, so a revision

@@ -15,6 +15,7 @@ pub mod config;
 pub mod frame;
 pub mod message;
 pub mod paths;
+pub mod records;
 
 /// Version of the wire protocol; bumped on any incompatible change of [`message`].
 pub const PROTOCOL_VERSION: u32 = 1;

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::cli::MigrateCmd;
+use crate::records::{ExecutionOp, JobOp, PromptOp, Reply};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum ClientMsg {
@@ -21,6 +22,9 @@ pub enum Request {
     /// Re-read the configuration file (same as SIGHUP).
     Reload,
     Migrate(MigrateRequest),
+    Prompt(PromptOp),
+    Job(JobOp),
+    Execution(ExecutionOp),
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -40,6 +44,7 @@ pub struct MigrateRequest {
 pub enum ServerMsg {
     Output(Output),
     Status(Box<StatusInfo>),
+    Reply(Box<Reply>),
     Done(Result<Exit, ErrorReply>),
 }
 
