@@ -58,7 +58,10 @@ fn prompts_jobs_and_executions_through_the_daemon() {
         ["Daily Summary", "filed", "piped"],
         "highest priority first, then by name"
     );
-    assert_eq!(prompts[1]["prompt_text"], "from a file", "stored without surrounding whitespace");
+    assert_eq!(
+        prompts[1]["prompt_text"], "from a file",
+        "stored without surrounding whitespace"
+    );
     assert_eq!(prompts[1]["model"], "sonnet");
     assert_eq!(prompts[2]["prompt_text"], "from stdin");
     assert_eq!(prompts[2]["persona"], "basic_agent");
