@@ -5,6 +5,7 @@ mod lock;
 mod migrate;
 mod oneshot;
 mod records;
+mod scheduler;
 mod server;
 mod state;
 
@@ -121,6 +122,9 @@ fn run_daemon(args: GlobalArgs, serve: ServeArgs, settings: Settings) -> ExitCod
 /// Each control connection takes a descriptor, and the usual soft limit (1024, systemd's default
 /// too) is below the default `max_connections`: past it, accept fails and clients wait in the
 /// backlog instead of being served or refused. Raise the soft limit to the hard one.
+/// The open-files soft limit the daemon started with, before it raised its own.
+pub static ORIGINAL_NOFILE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+
 fn raise_fd_limit() {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
@@ -131,6 +135,8 @@ fn raise_fd_limit() {
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
             return;
         }
+        // Jobs get the ordinary limit back (the runner sets it before exec).
+        let _ = ORIGINAL_NOFILE.set(lim.rlim_cur);
         // Enough for every connection slot; not the hard limit itself, which can be a million.
         let wanted = lim.rlim_max.min(65_536);
         if lim.rlim_cur >= wanted {
@@ -182,7 +188,15 @@ fn daemon(args: GlobalArgs, serve: ServeArgs, settings: Settings) -> anyhow::Res
         }
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         spawn_signal_handler(signals, shared.clone(), stop_tx)?;
+        // Orphans of runs (a setsid grandchild) come back to us to be killed and reaped.
+        if let Err(e) = runner::become_subreaper() {
+            warn!(error = %e, "cannot become a child subreaper; a job's setsid grandchildren may escape");
+        }
+        tokio::spawn(runner::reap_orphans_on_sigchld());
+        let scheduler = tokio::spawn(scheduler::Scheduler::new(shared.clone()).run(stop_rx.clone()));
         server::serve(listener, shared.clone(), stop_rx).await;
+        // Runs in progress are stopped and recorded as interrupted before the database closes.
+        let _ = scheduler.await;
         anyhow::Ok(())
     })?;
     // The listener removed its socket file when it was dropped; removing the path again could

@@ -23,6 +23,9 @@ pub struct Shared {
     /// The last schema state, valid while the database's data_version and the source stay the
     /// same (status is asked often; the answer changes rarely).
     schema_cache: Mutex<Option<(i64, Source, SchemaState)>>,
+    /// Poked when jobs, the schema or the configuration change: the scheduler plans again.
+    pub replan: tokio::sync::Notify,
+    scheduler_state: Mutex<&'static str>,
 }
 
 /// Where the database stands against the revision files.
@@ -43,6 +46,8 @@ impl Shared {
             db: Mutex::new(db),
             started: Instant::now(),
             schema_cache: Mutex::new(None),
+            replan: tokio::sync::Notify::new(),
+            scheduler_state: Mutex::new("starting"),
         }
     }
 
@@ -88,6 +93,7 @@ impl Shared {
                 };
                 *self.settings.write().unwrap_or_else(|p| p.into_inner()) = kept;
                 info!("configuration reloaded");
+                self.replan.notify_one();
                 Ok(())
             }
             Err(e) => {
@@ -152,7 +158,10 @@ impl Shared {
             }
             .into(),
             scheduler: if schema.at_head {
-                "running".into()
+                self.scheduler_state
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .to_string()
             } else {
                 "held: needs migration".into()
             },
@@ -176,10 +185,48 @@ impl Shared {
         Some(format!("{host}:{port}"))
     }
 
-    /// A prompt, job or execution request. The tables have their current shape only at head.
-    pub fn records(&self, req: &Request) -> Result<Reply, ErrorReply> {
+    pub fn set_scheduler_state(&self, state: &'static str) {
+        *self
+            .scheduler_state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = state;
+    }
+
+    /// Runs `f` on the database connection (blocking: call from a blocking thread).
+    pub fn with_conn<T>(
+        &self,
+        f: impl FnOnce(&mut rusqlite::Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, String> {
         let mut db = self.db();
-        let schema = self.schema_state_with(&mut db);
+        let conn = db.writer().map_err(|e| e.to_string())?;
+        f(conn).map_err(|e| e.to_string())
+    }
+
+    /// Whether jobs may fire: the database is at head and has the tables' current shape.
+    pub fn ready_for_jobs(&self) -> bool {
+        let mut db = self.db();
+        self.jobs_gate(&mut db).is_ok()
+    }
+
+    /// Processes of this daemon's runs carry `SILICA_CRON_EXECUTION_ID=<prefix><id>`; the prefix
+    /// (a hash of the database path) keeps two daemons' runs apart.
+    pub fn marker_prefix(&self) -> String {
+        let db = self.settings().db;
+        let h = db
+            .as_os_str()
+            .as_encoded_bytes()
+            .iter()
+            .fold(0xcbf29ce484222325u64, |h, b| {
+                (h ^ *b as u64).wrapping_mul(0x100000001b3)
+            });
+        format!("{:08x}-", h as u32)
+    }
+
+    /// A prompt, job or execution request. The tables have their current shape only at head.
+    /// Prompts and jobs exist (and fire) only when the database is at head and has the tables'
+    /// current shape.
+    fn jobs_gate(&self, db: &mut Db) -> Result<(), ErrorReply> {
+        let schema = self.schema_state_with(db);
         if !schema.at_head {
             let why = schema
                 .note
@@ -211,6 +258,12 @@ impl Shared {
                 ),
             ));
         }
+        Ok(())
+    }
+
+    pub fn records(&self, req: &Request) -> Result<Reply, ErrorReply> {
+        let mut db = self.db();
+        self.jobs_gate(&mut db)?;
         let conn = db
             .writer()
             .map_err(|e| ErrorReply::new(ErrorKind::Database, e.to_string()))?;
@@ -220,8 +273,9 @@ impl Shared {
             Request::Execution(op) => crate::records::execution(conn, op),
             _ => Err(ErrorReply::new(ErrorKind::Internal, "not a record request")),
         };
-        if let Err(e) = &result {
-            info!(error = %e.message, "request refused");
+        match &result {
+            Err(e) => info!(error = %e.message, "request refused"),
+            Ok(_) => self.replan.notify_one(),
         }
         result
     }
@@ -247,6 +301,7 @@ impl Shared {
         let result = migrate::run(&mut ctx, &req.cmd, &mut Sink(&mut send));
         // Our own writes do not move data_version; forget what we knew.
         self.forget_schema_state();
+        self.replan.notify_one();
         if let Err(e) = &result {
             warn!(command = ?req.cmd, error = %e, "migration command failed");
         } else if !req.cmd.is_read_only() {

@@ -19,6 +19,55 @@ pub struct ConfigFile {
     pub max_connections: Option<usize>,
     pub bind_host: Option<String>,
     pub bind_port: Option<u16>,
+    /// The agent command, an argv template (never a shell string); placeholders {prompt},
+    /// {model}, {persona}, {session_id}, {workdir}, {job_name}.
+    pub runner: Option<Vec<String>>,
+    /// Seconds a run may take unless its job says otherwise.
+    pub job_timeout: Option<u64>,
+    /// Seconds between SIGTERM and SIGKILL when a run is stopped.
+    pub kill_grace: Option<u64>,
+    /// Bytes of stdout and of stderr kept per run.
+    pub output_cap: Option<usize>,
+    /// Runs at once; more due runs wait, highest prompt priority first.
+    pub max_concurrent_runs: Option<usize>,
+}
+
+/// How the agent is run when the config file does not say (as the original ran its agent).
+pub const DEFAULT_RUNNER: [&str; 13] = [
+    "silica",
+    "--prompt",
+    "{prompt}",
+    "--model",
+    "{model}",
+    "--sandbox-mode",
+    "ALLOW_ALL",
+    "--session-id",
+    "{session_id}",
+    "--disable-compaction",
+    "--persona",
+    "{persona}",
+    "{workdir}",
+];
+
+impl ConfigFile {
+    pub fn runner_argv(&self) -> Vec<String> {
+        match &self.runner {
+            Some(r) => r.clone(),
+            None => DEFAULT_RUNNER.iter().map(|a| a.to_string()).collect(),
+        }
+    }
+    pub fn job_timeout_secs(&self) -> u64 {
+        self.job_timeout.unwrap_or(300)
+    }
+    pub fn kill_grace_secs(&self) -> u64 {
+        self.kill_grace.unwrap_or(10)
+    }
+    pub fn output_cap_bytes(&self) -> usize {
+        self.output_cap.unwrap_or(1024 * 1024)
+    }
+    pub fn max_concurrent(&self) -> usize {
+        self.max_concurrent_runs.unwrap_or(4)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +102,22 @@ impl ConfigFile {
                 message,
             }
         })?;
+        if file
+            .runner
+            .as_ref()
+            .is_some_and(|r| r.is_empty() || r[0].is_empty())
+        {
+            return Err(ConfigError::Parse {
+                path: path.to_owned(),
+                message: "runner must name a program as its first element".into(),
+            });
+        }
+        if file.max_concurrent_runs == Some(0) || file.job_timeout == Some(0) {
+            return Err(ConfigError::Parse {
+                path: path.to_owned(),
+                message: "max_concurrent_runs and job_timeout must be at least 1".into(),
+            });
+        }
         if file.max_connections == Some(0) {
             return Err(ConfigError::BadMaxConnections {
                 path: path.to_owned(),
@@ -121,6 +186,8 @@ mod tests {
         assert!(f.database.is_some() && f.socket.is_some() && f.migrations_dir.is_some());
         assert!(f.environment.is_some() && f.max_connections.is_some());
         assert!(f.bind_host.is_some() && f.bind_port.is_some());
+        assert!(f.runner.is_some() && f.job_timeout.is_some() && f.kill_grace.is_some());
+        assert!(f.output_cap.is_some() && f.max_concurrent_runs.is_some());
     }
 
     #[test]

@@ -1,0 +1,373 @@
+//! The firing engine. It sleeps until the next due instant (an absolute wall-clock deadline, see
+//! [`timer`]), fires what is due (see [`plan`]), and re-plans when jobs change, migrations run,
+//! the configuration is reloaded or the wall clock jumps. Each firing is recorded before its
+//! process starts, keyed uniquely by (job, scheduled instant), so nothing fires twice.
+
+pub mod plan;
+mod run;
+pub mod timer;
+
+use std::collections::{BinaryHeap, HashMap};
+use std::sync::Arc;
+
+use rusqlite::{params, Connection};
+use schedule::jiff::{tz::TimeZone, Timestamp};
+use schedule::Schedule;
+use tokio::sync::{mpsc, watch};
+use tracing::{info, warn};
+
+use crate::state::Shared;
+use plan::Plannable;
+
+/// A job as the scheduler needs it.
+#[derive(Clone)]
+pub struct Job {
+    pub id: i64,
+    pub name: String,
+    pub prompt_id: i64,
+    pub priority: i64,
+    pub schedule: Schedule,
+    pub tz: TimeZone,
+    pub overlap: String,
+    pub missed: String,
+}
+
+impl Job {
+    fn plannable(&self) -> Plannable<'_> {
+        Plannable {
+            schedule: &self.schedule,
+            tz: &self.tz,
+        }
+    }
+}
+
+/// A run waiting for a free slot: highest priority first, then the earliest instant.
+#[derive(PartialEq, Eq)]
+struct Pending {
+    priority: i64,
+    instant: i64,
+    execution_id: i64,
+    job_id: Option<i64>,
+}
+
+impl Ord for Pending {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.priority
+            .cmp(&other.priority)
+            .then(other.instant.cmp(&self.instant))
+            .then(other.execution_id.cmp(&self.execution_id))
+    }
+}
+impl PartialOrd for Pending {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// UTC text as SQLite's CURRENT_TIMESTAMP writes it (seconds), so rows compare as text.
+pub fn sql_time(t: Timestamp) -> String {
+    t.to_zoned_datetime(TimeZone::UTC)
+        .strftime("%Y-%m-%d %H:%M:%S")
+        .to_string()
+}
+
+/// The same with milliseconds, for start and end times.
+pub fn sql_time_ms(t: Timestamp) -> String {
+    format!("{}.{:03}", sql_time(t), t.subsec_millisecond())
+}
+
+fn parse_sql_time(s: &str) -> Option<Timestamp> {
+    let civil: schedule::jiff::civil::DateTime = s.get(..19)?.replace(' ', "T").parse().ok()?;
+    civil
+        .to_zoned_datetime(TimeZone::UTC)
+        .ok()
+        .map(|z| z.timestamp())
+}
+
+pub struct Scheduler {
+    shared: Arc<Shared>,
+    /// Runs in progress per job (for overlap policies), with their cancel handles.
+    running: HashMap<i64, Vec<(i64, runner::Cancel)>>,
+    /// Every run in progress, by execution id (manual ones too).
+    active: usize,
+    queue: BinaryHeap<Pending>,
+    finished_tx: mpsc::UnboundedSender<(i64, Option<i64>)>,
+    finished_rx: mpsc::UnboundedReceiver<(i64, Option<i64>)>,
+}
+
+impl Scheduler {
+    pub fn new(shared: Arc<Shared>) -> Scheduler {
+        let (finished_tx, finished_rx) = mpsc::unbounded_channel();
+        Scheduler {
+            shared,
+            running: HashMap::new(),
+            active: 0,
+            queue: BinaryHeap::new(),
+            finished_tx,
+            finished_rx,
+        }
+    }
+
+    /// Runs until `shutdown`; then stops the runs in progress (they are recorded as interrupted).
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+        let timer = match timer::WallTimer::new() {
+            Ok(t) => t,
+            Err(e) => {
+                warn!(error = %e, "cannot create the wall-clock timer; jobs will not fire");
+                let _ = shutdown.changed().await;
+                return;
+            }
+        };
+        let mut recovered = false;
+        let mut since = Timestamp::now();
+        loop {
+            if !self.shared.ready_for_jobs() {
+                self.shared.set_scheduler_state("held: needs migration");
+                tokio::select! {
+                    _ = self.shared.replan.notified() => continue,
+                    _ = shutdown.changed() => break,
+                }
+            }
+            if !recovered {
+                self.recover_and_catch_up().await;
+                recovered = true;
+                since = Timestamp::now();
+            }
+            self.shared.set_scheduler_state("running");
+            let jobs = match self.with_db(load_jobs).await {
+                Ok(j) => j,
+                Err(e) => {
+                    warn!(error = %e, "cannot read jobs; retrying when something changes");
+                    vec![]
+                }
+            };
+            let now = Timestamp::now();
+            for job in &jobs {
+                for instant in plan::due(&job.plannable(), since, now) {
+                    self.fire(job, instant, "schedule").await;
+                }
+            }
+            since = now;
+            self.dispatch().await;
+            let deadline = plan::next_deadline(jobs.iter().map(Job::plannable), now);
+            tokio::select! {
+                wake = async {
+                    match deadline {
+                        Some(at) => timer.sleep_until(at).await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    if let Ok(timer::Wake::ClockChanged) = wake {
+                        info!("the wall clock was set; planning again");
+                        if Timestamp::now() < since {
+                            since = Timestamp::now();
+                        }
+                    }
+                }
+                _ = self.shared.replan.notified() => {}
+                Some((execution, job)) = self.finished_rx.recv() => self.finished(execution, job),
+                _ = shutdown.changed() => break,
+            }
+        }
+        self.stop_all().await;
+    }
+
+    async fn with_db<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T, String> {
+        let shared = self.shared.clone();
+        tokio::task::spawn_blocking(move || shared.with_conn(f))
+            .await
+            .map_err(|e| e.to_string())?
+    }
+
+    /// Executions left pending or running by a daemon that died become `interrupted`, their
+    /// processes are killed; then `catch-up` jobs run once for what they missed.
+    async fn recover_and_catch_up(&mut self) {
+        let prefix = self.shared.marker_prefix();
+        let interrupted = self
+            .with_db(|c| {
+                let mut stmt = c.prepare("SELECT id FROM job_executions WHERE status IN ('pending', 'running')")?;
+                let ids: Vec<i64> = stmt.query_map([], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
+                c.execute(
+                    "UPDATE job_executions SET status = 'interrupted', completed_at = coalesce(last_seen_at, started_at, CURRENT_TIMESTAMP),
+                       error_message = 'interrupted: the daemon stopped while this ran (last seen ' || coalesce(last_seen_at, started_at, 'never') || ')'
+                     WHERE status IN ('pending', 'running')",
+                    [],
+                )?;
+                Ok(ids)
+            })
+            .await;
+        match interrupted {
+            Ok(ids) if !ids.is_empty() => {
+                let markers: Vec<String> = ids.iter().map(|id| format!("{prefix}{id}")).collect();
+                let killed = run::kill_marked(&markers);
+                warn!(executions = ?ids, processes_killed = killed, "runs left by a previous daemon are marked interrupted");
+            }
+            Ok(_) => {}
+            Err(e) => warn!(error = %e, "cannot mark interrupted runs"),
+        }
+        let jobs = self.with_db(load_jobs).await.unwrap_or_default();
+        let now = Timestamp::now();
+        for job in jobs.iter().filter(|j| j.missed == "catch-up") {
+            let id = job.id;
+            let last = self
+                .with_db(move |c| {
+                    c.query_row(
+                        "SELECT coalesce((SELECT max(scheduled_for) FROM job_executions WHERE scheduled_job_id = ?1), created_at) FROM scheduled_jobs WHERE id = ?1",
+                        [id],
+                        |r| r.get::<_, Option<String>>(0),
+                    )
+                })
+                .await
+                .ok()
+                .flatten()
+                .and_then(|s| parse_sql_time(&s));
+            if let Some(instant) = last.and_then(|l| plan::latest_missed(&job.plannable(), l, now))
+            {
+                info!(job = %job.name, instant = %instant, "catching up a run missed while the daemon was down");
+                self.fire(job, instant, "catch-up").await;
+            }
+        }
+    }
+
+    /// Records the run for (job, instant) unless it exists; applies the overlap policy.
+    async fn fire(&mut self, job: &Job, instant: Timestamp, trigger: &'static str) {
+        let busy = self.running.get(&job.id).is_some_and(|r| !r.is_empty())
+            || self.queue.iter().any(|p| p.job_id == Some(job.id));
+        let skip = busy && job.overlap == "skip";
+        if busy && job.overlap == "replace" {
+            for (execution, cancel) in self.running.get(&job.id).cloned().unwrap_or_default() {
+                info!(job = %job.name, execution, "replacing the previous run");
+                cancel.cancel();
+            }
+        }
+        let (job_id, prompt_id, at) = (job.id, job.prompt_id, sql_time(instant));
+        let status = if skip { "skipped" } else { "pending" };
+        let inserted = self
+            .with_db(move |c| {
+                let n = c.execute(
+                    "INSERT OR IGNORE INTO job_executions (scheduled_job_id, prompt_id, scheduled_for, trigger_kind, status, completed_at, error_message)
+                     VALUES (?1, ?2, ?3, ?4, ?5, CASE WHEN ?5 = 'skipped' THEN CURRENT_TIMESTAMP END,
+                             CASE WHEN ?5 = 'skipped' THEN 'skipped: the previous run of this job was still running' END)",
+                    params![job_id, prompt_id, at, trigger, status],
+                )?;
+                Ok((n == 1).then(|| c.last_insert_rowid()))
+            })
+            .await;
+        match inserted {
+            Ok(Some(execution)) if !skip => {
+                self.queue.push(Pending {
+                    priority: job.priority,
+                    instant: instant.as_second(),
+                    execution_id: execution,
+                    job_id: Some(job.id),
+                });
+            }
+            Ok(Some(execution)) => {
+                info!(job = %job.name, execution, "skipped: the previous run is still running")
+            }
+            Ok(None) => {} // already recorded: this (job, instant) fired before
+            Err(e) => warn!(job = %job.name, error = %e, "cannot record a due run"),
+        }
+    }
+
+    /// Starts queued runs while slots are free.
+    async fn dispatch(&mut self) {
+        let limit = self.shared.settings().file.max_concurrent();
+        while self.active < limit {
+            let Some(p) = self.queue.pop() else { break };
+            let cancel = runner::Cancel::new();
+            if let Some(job) = p.job_id {
+                self.running
+                    .entry(job)
+                    .or_default()
+                    .push((p.execution_id, cancel.clone()));
+            }
+            self.active += 1;
+            let shared = self.shared.clone();
+            let done = self.finished_tx.clone();
+            tokio::spawn(async move {
+                run::execute(shared, p.execution_id, cancel).await;
+                let _ = done.send((p.execution_id, p.job_id));
+            });
+        }
+    }
+
+    fn finished(&mut self, execution: i64, job: Option<i64>) {
+        self.active = self.active.saturating_sub(1);
+        if let Some(runs) = job.and_then(|j| self.running.get_mut(&j)) {
+            runs.retain(|(e, _)| *e != execution);
+        }
+    }
+
+    /// Stops every run in progress and waits for them to be recorded.
+    async fn stop_all(&mut self) {
+        for (_, cancel) in self.running.values().flatten() {
+            cancel.cancel();
+        }
+        while self.active > 0 {
+            match self.finished_rx.recv().await {
+                Some((e, j)) => self.finished(e, j),
+                None => break,
+            }
+        }
+    }
+}
+
+fn load_jobs(c: &mut Connection) -> rusqlite::Result<Vec<Job>> {
+    let mut stmt = c.prepare(
+        "SELECT j.id, j.name, j.prompt_id, coalesce(p.priority, 1), j.cron_expression, j.timezone, j.overlap_policy, j.missed_policy
+         FROM scheduled_jobs j JOIN prompts p ON p.id = j.prompt_id WHERE coalesce(j.is_active, 0)",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, i64>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, i64>(2)?,
+            r.get::<_, i64>(3)?,
+            r.get::<_, String>(4)?,
+            r.get::<_, Option<String>>(5)?,
+            r.get::<_, String>(6)?,
+            r.get::<_, String>(7)?,
+        ))
+    })?;
+    let mut jobs = Vec::new();
+    for row in rows {
+        let (id, name, prompt_id, priority, expr, zone, overlap, missed) = row?;
+        // Rows written by other tools may hold what this daemon refuses: say so, skip the job.
+        let schedule = match Schedule::parse(&expr) {
+            Ok(s) if s.never_reason().is_none() => s,
+            Ok(s) => {
+                warn!(job = %name, reason = ?s.never_reason(), "job can never fire; skipped");
+                continue;
+            }
+            Err(e) => {
+                warn!(job = %name, expression = %expr, error = %e, "job has an invalid cron expression; skipped");
+                continue;
+            }
+        };
+        let tz = match zone.as_deref() {
+            None | Some("") => TimeZone::system(),
+            Some(z) => match schedule::time_zone(z) {
+                Ok(tz) => tz,
+                Err(e) => {
+                    warn!(job = %name, zone = %z, error = %e, "job names an unknown time zone; skipped");
+                    continue;
+                }
+            },
+        };
+        jobs.push(Job {
+            id,
+            name,
+            prompt_id,
+            priority,
+            schedule,
+            tz,
+            overlap,
+            missed,
+        });
+    }
+    Ok(jobs)
+}

@@ -1,0 +1,265 @@
+//! One execution: the row says `running` (with its session id) before the process starts, and
+//! holds the outcome after it ends.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rusqlite::{params, OptionalExtension};
+use schedule::jiff::Timestamp;
+use tracing::{info, warn};
+
+use super::sql_time_ms;
+use crate::state::Shared;
+
+/// What a run needs from the database.
+struct Prepared {
+    prompt: String,
+    model: String,
+    persona: String,
+    job_name: String,
+    timeout: Option<i64>,
+}
+
+/// Environment variables a job inherits from the daemon (everything else is dropped).
+const INHERITED: [&str; 9] = [
+    "PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR",
+];
+
+pub async fn execute(shared: Arc<Shared>, execution: i64, cancel: runner::Cancel) {
+    let s = shared.clone();
+    let prepared = tokio::task::spawn_blocking(move || {
+        s.with_conn(move |c| {
+            c.query_row(
+                "SELECT p.prompt_text, p.model, p.persona, coalesce(j.name, 'manual:' || p.name), j.timeout_seconds
+                 FROM job_executions e
+                 JOIN prompts p ON p.id = coalesce(e.prompt_id, (SELECT prompt_id FROM scheduled_jobs WHERE id = e.scheduled_job_id))
+                 LEFT JOIN scheduled_jobs j ON j.id = e.scheduled_job_id
+                 WHERE e.id = ?1",
+                [execution],
+                |r| Ok(Prepared { prompt: r.get(0)?, model: r.get(1)?, persona: r.get(2)?, job_name: r.get(3)?, timeout: r.get(4)? }),
+            )
+            .optional()
+        })
+    })
+    .await;
+    let prepared = match prepared {
+        Ok(Ok(Some(p))) => p,
+        other => {
+            warn!(execution, result = ?other.map(|r| r.map(|o| o.is_some())), "execution vanished before it started");
+            return;
+        }
+    };
+    let settings = shared.settings();
+    let session_id = new_uuid();
+    let marker = format!("{}{execution}", shared.marker_prefix());
+    let workdir = match runner::make_fresh_dir(&std::env::temp_dir(), &format!("{execution}")) {
+        Ok(d) => d,
+        Err(e) => {
+            finish(
+                &shared,
+                execution,
+                "failed",
+                None,
+                "",
+                &format!("cannot create a work directory: {e}"),
+                false,
+            )
+            .await;
+            return;
+        }
+    };
+    let values = [
+        ("prompt", prepared.prompt.as_str()),
+        ("model", prepared.model.as_str()),
+        ("persona", prepared.persona.as_str()),
+        ("session_id", session_id.as_str()),
+        ("workdir", &workdir.to_string_lossy()),
+        ("job_name", prepared.job_name.as_str()),
+    ]
+    .map(|(k, v)| (k, v.to_string()));
+    let argv: Vec<String> = settings
+        .file
+        .runner_argv()
+        .iter()
+        .map(|arg| {
+            values
+                .iter()
+                .fold(arg.clone(), |a, (k, v)| a.replace(&format!("{{{k}}}"), v))
+        })
+        .collect();
+    let mut env: Vec<(String, String)> = INHERITED
+        .iter()
+        .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v)))
+        .collect();
+    env.extend(
+        values
+            .iter()
+            .map(|(k, v)| (format!("SILICA_CRON_{}", k.to_uppercase()), v.clone())),
+    );
+    let timeout = prepared
+        .timeout
+        .filter(|&t| t > 0)
+        .map_or(settings.file.job_timeout_secs(), |t| t as u64);
+    let mut spec = runner::Spec::new(argv, marker);
+    spec.env = env;
+    spec.workdir = runner::Workdir::Owned(workdir);
+    spec.timeout = Duration::from_secs(timeout);
+    spec.grace = Duration::from_secs(settings.file.kill_grace_secs());
+    spec.output_cap = settings.file.output_cap_bytes();
+    spec.nofile = crate::ORIGINAL_NOFILE.get().copied();
+
+    // Recorded before the process starts: a crash from here on leaves `running`, which the
+    // next start turns into `interrupted`.
+    let started = sql_time_ms(Timestamp::now());
+    let sid = session_id.clone();
+    let s = shared.clone();
+    let marked = tokio::task::spawn_blocking(move || {
+        s.with_conn(move |c| {
+            c.execute(
+                "UPDATE job_executions SET status = 'running', started_at = ?2, last_seen_at = ?2, session_id = ?3 WHERE id = ?1",
+                params![execution, started, sid],
+            )
+        })
+    })
+    .await;
+    if !matches!(marked, Ok(Ok(1))) {
+        warn!(
+            execution,
+            "cannot mark the execution running; not starting it"
+        );
+        return;
+    }
+    info!(execution, job = %prepared.job_name, session = %session_id, "run started");
+    let heartbeat = tokio::spawn(heartbeat(shared.clone(), execution));
+    let outcome = runner::run(spec, runner::Live::default(), cancel).await;
+    heartbeat.abort();
+    let (status, code, note) = match &outcome.status {
+        runner::Status::Exited(0) => ("completed", Some(0), String::new()),
+        runner::Status::Exited(c) => ("failed", Some(*c as i64), format!("exited with code {c}")),
+        runner::Status::Signaled(s) => ("failed", None, format!("killed by signal {s}")),
+        runner::Status::TimedOut => (
+            "timed_out",
+            None,
+            format!("timed out after {timeout} s; every process of the run was stopped"),
+        ),
+        runner::Status::Cancelled => (
+            "interrupted",
+            None,
+            "stopped: replaced by a newer run, or the daemon stopped".to_string(),
+        ),
+        runner::Status::SpawnFailed(e) => ("failed", None, e.clone()),
+    };
+    let error = [note.as_str(), outcome.stderr.trim_end()]
+        .iter()
+        .filter(|s| !s.is_empty())
+        .copied()
+        .collect::<Vec<_>>()
+        .join("\n");
+    info!(execution, status, exit_code = ?code, "run finished");
+    finish(
+        &shared,
+        execution,
+        status,
+        code,
+        &outcome.stdout,
+        &error,
+        outcome.truncated,
+    )
+    .await;
+}
+
+async fn finish(
+    shared: &Arc<Shared>,
+    execution: i64,
+    status: &str,
+    code: Option<i64>,
+    output: &str,
+    error: &str,
+    truncated: bool,
+) {
+    let (s, status, output, error) = (
+        shared.clone(),
+        status.to_string(),
+        output.to_string(),
+        error.to_string(),
+    );
+    let done = sql_time_ms(Timestamp::now());
+    let r = tokio::task::spawn_blocking(move || {
+        s.with_conn(move |c| {
+            c.execute(
+                "UPDATE job_executions SET status = ?2, completed_at = ?3, last_seen_at = ?3, exit_code = ?4, output = ?5,
+                   error_message = nullif(?6, ''), output_truncated = ?7 WHERE id = ?1",
+                params![execution, status, done, code, output, error, truncated],
+            )
+        })
+    })
+    .await;
+    if !matches!(r, Ok(Ok(1))) {
+        warn!(execution, "cannot record the end of a run");
+    }
+}
+
+/// While a run lasts, its row says when the daemon last saw it (for `interrupted` rows).
+async fn heartbeat(shared: Arc<Shared>, execution: i64) {
+    let mut tick = tokio::time::interval(Duration::from_secs(30));
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let s = shared.clone();
+        let now = sql_time_ms(Timestamp::now());
+        let _ = tokio::task::spawn_blocking(move || {
+            s.with_conn(move |c| c.execute("UPDATE job_executions SET last_seen_at = ?2 WHERE id = ?1 AND status = 'running'", params![execution, now]))
+        })
+        .await;
+    }
+}
+
+/// Kills every process whose environment carries one of `markers` (runs of a daemon that died:
+/// their processes were reparented away from us, so only the marker finds them).
+pub fn kill_marked(markers: &[String]) -> usize {
+    let wanted: Vec<Vec<u8>> = markers
+        .iter()
+        .map(|m| format!("{}={m}", runner::EXECUTION_ID_VAR).into_bytes())
+        .collect();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    let mut killed = 0;
+    for e in entries.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else {
+            continue;
+        };
+        if environ
+            .split(|b| *b == 0)
+            .any(|var| wanted.iter().any(|w| w.as_slice() == var))
+        {
+            // SAFETY: sending a signal; the pid was just read from /proc.
+            if unsafe { libc::kill(pid, libc::SIGKILL) } == 0 {
+                killed += 1;
+            }
+        }
+    }
+    killed
+}
+
+/// A random (version 4) UUID, the session id the agent gets.
+fn new_uuid() -> String {
+    let mut b = [0u8; 16];
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        let _ = std::io::Read::read_exact(&mut f, &mut b);
+    }
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h: Vec<String> = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        h[..4].concat(),
+        h[4..6].concat(),
+        h[6..8].concat(),
+        h[8..10].concat(),
+        h[10..].concat()
+    )
+}

@@ -1,0 +1,275 @@
+//! The firing engine with the real daemon and real processes (a fake agent script as the
+//! configured runner). One real minute boundary is waited for; everything that can share it does.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use silica_cron_tests::{Daemon, Env};
+
+fn script(env: &Env, name: &str, body: &str) -> String {
+    let p = env.path().join(name);
+    std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
+    std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    p.display().to_string()
+}
+
+fn config(env: &Env, agent: &str, extra: &str) -> String {
+    let p = env.path().join("config.toml");
+    std::fs::write(&p, format!("runner = [\"{agent}\", \"{{prompt}}\", \"{{session_id}}\", \"{{workdir}}\"]\nkill_grace = 1\nmax_concurrent_runs = 8\n{extra}")).unwrap();
+    p.display().to_string()
+}
+
+fn rows(env: &Env, sql: &str) -> String {
+    env.sqlite(sql).ok().stdout.trim().to_string()
+}
+
+/// Waits until `sql` prints `want`, up to `limit`.
+fn wait_for(env: &Env, sql: &str, want: &str, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    loop {
+        let got = env.sqlite(sql).stdout.trim().to_string();
+        if got == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "waited {limit:?} for {sql:?} to be {want:?}; it is {got:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Processes anywhere that carry a silica-cron execution marker.
+fn marked_processes() -> Vec<String> {
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !name.chars().all(|c| c.is_ascii_digit()) {
+            continue;
+        }
+        if let Ok(environ) = std::fs::read(Path::new("/proc").join(&name).join("environ")) {
+            if environ
+                .split(|b| *b == 0)
+                .any(|v| v.starts_with(b"SILICA_CRON_EXECUTION_ID="))
+            {
+                // Only this test's runs: their command lines name this test's agent scripts.
+                let cmd = std::fs::read(Path::new("/proc").join(&name).join("cmdline"))
+                    .unwrap_or_default();
+                found.push(format!(
+                    "{name}: {}",
+                    String::from_utf8_lossy(&cmd).replace('\0', " ")
+                ));
+            }
+        }
+    }
+    found
+}
+
+fn start(env: &Env, cfg: &str) -> Daemon {
+    env.start_daemon(&["--config", cfg])
+}
+
+#[test]
+fn jobs_fire_on_their_minute_and_are_recorded_truthfully() {
+    let env = Env::built_in().with_var("NOTIFY_SOCKET", "/run/should-not-leak");
+    let agent = script(
+        &env,
+        "agent.sh",
+        r#"case "$1" in
+  ok) echo "prompt=$1 session=$2 job=$SILICA_CRON_JOB_NAME model=$SILICA_CRON_MODEL notify=${NOTIFY_SOCKET:-none}"; pwd; echo warn >&2 ;;
+  fail) echo failing; exit 3 ;;
+  hang) (setsid sh -c 'trap "" TERM; echo $$ > '"$PWD"'/../grandchild.pid; sleep 300' &) ; sleep 300 ;;
+  loud) head -c 5000000 /dev/zero | tr '\0' 'x' ;;
+esac"#,
+    );
+    let cfg = config(&env, &agent, "output_cap = 100000\n");
+    let d = start(&env, &cfg);
+    let cli = |args: &[&str]| {
+        let mut a = vec!["--config", cfg.as_str()];
+        a.extend_from_slice(args);
+        env.cli(&a)
+    };
+    for (name, timeout) in [
+        ("ok", None),
+        ("fail", None),
+        ("hang", Some("2")),
+        ("loud", None),
+    ] {
+        cli(&["prompts", "add", name, name]).ok();
+        let mut args = vec!["jobs", "add", name, "--prompt", name, "--cron", "* * * * *"];
+        if let Some(t) = timeout {
+            args.extend(["--timeout", t]);
+        }
+        cli(&args).ok();
+    }
+    // The next minute boundary, plus the 2 s timeout and 1 s grace of `hang`.
+    wait_for(
+        &env,
+        "SELECT count(*) FROM job_executions WHERE completed_at IS NOT NULL;",
+        "4",
+        Duration::from_secs(75),
+    );
+
+    let row = |job: &str, col: &str| {
+        rows(&env, &format!("SELECT {col} FROM job_executions e JOIN scheduled_jobs j ON j.id = e.scheduled_job_id WHERE j.name = '{job}';"))
+    };
+    assert_eq!(row("ok", "status"), "completed");
+    assert_eq!(row("ok", "exit_code"), "0");
+    let out = row("ok", "output");
+    let session = row("ok", "session_id");
+    assert_eq!(session.len(), 36, "a UUID session id");
+    assert!(
+        out.contains(&format!(
+            "prompt=ok session={session} job=ok model=haiku notify=none"
+        )),
+        "{out}"
+    );
+    assert_eq!(row("ok", "error_message"), "warn");
+    assert_eq!(row("ok", "trigger_kind"), "schedule");
+    let scheduled = row("ok", "scheduled_for");
+    assert!(scheduled.ends_with(":00"), "{scheduled}");
+    assert!(
+        row("ok", "started_at") >= scheduled,
+        "started after its instant"
+    );
+    let workdir = out.lines().nth(1).unwrap().to_string();
+    assert!(
+        !Path::new(&workdir).exists(),
+        "the fresh workdir {workdir} is removed after the run"
+    );
+
+    assert_eq!(row("fail", "status"), "failed");
+    assert_eq!(row("fail", "exit_code"), "3");
+    assert!(row("fail", "error_message").contains("exited with code 3"));
+
+    assert_eq!(row("hang", "status"), "timed_out");
+    assert!(row("hang", "error_message").contains("timed out after 2 s"));
+    let gc = std::fs::read_to_string(Path::new(&env.path()).join("grandchild.pid")).ok();
+    if let Some(pid) = gc {
+        assert!(
+            !Path::new(&format!("/proc/{}", pid.trim())).exists(),
+            "the setsid grandchild {pid} survived"
+        );
+    }
+
+    assert_eq!(row("loud", "status"), "completed");
+    assert_eq!(row("loud", "output_truncated"), "1");
+    let kept: usize = row("loud", "length(output)").parse().unwrap();
+    assert!(kept <= 100_200, "output capped: {kept}");
+    assert!(row("loud", "output").contains("[silica-cron: output truncated"));
+
+    // Each (job, minute) once.
+    assert_eq!(rows(&env, "SELECT count(*) FROM (SELECT scheduled_job_id, scheduled_for FROM job_executions GROUP BY 1, 2 HAVING count(*) > 1);"), "0");
+    let json: serde_json::Value = serde_json::from_str(
+        &cli(&["executions", "list", "--job", "ok", "--json"])
+            .ok()
+            .stdout,
+    )
+    .unwrap();
+    assert_eq!(json[0]["status"], "completed");
+    drop(d);
+    assert!(
+        marked_processes().iter().all(|p| !p.contains(&agent)),
+        "{:?}",
+        marked_processes()
+    );
+}
+
+#[test]
+fn kill_9_during_a_run_then_restart_marks_it_interrupted_and_kills_its_processes() {
+    let env = Env::built_in();
+    let agent = script(&env, "slow.sh", "echo started; sleep 300");
+    let cfg = config(&env, &agent, "");
+    let d = start(&env, &cfg);
+    let cli = |args: &[&str]| {
+        let mut a = vec!["--config", cfg.as_str()];
+        a.extend_from_slice(args);
+        env.cli(&a)
+    };
+    cli(&["prompts", "add", "slow", "slow"]).ok();
+    cli(&[
+        "jobs",
+        "add",
+        "slow",
+        "--prompt",
+        "slow",
+        "--cron",
+        "* * * * *",
+    ])
+    .ok();
+    wait_for(
+        &env,
+        "SELECT status FROM job_executions;",
+        "running",
+        Duration::from_secs(70),
+    );
+    let instant = rows(&env, "SELECT scheduled_for FROM job_executions;");
+    assert!(
+        marked_processes().iter().any(|p| p.contains(&agent)),
+        "the run's process is alive"
+    );
+    d.kill9();
+    let d2 = start(&env, &cfg);
+    wait_for(
+        &env,
+        "SELECT status FROM job_executions WHERE id = 1;",
+        "interrupted",
+        Duration::from_secs(10),
+    );
+    assert!(rows(
+        &env,
+        "SELECT error_message FROM job_executions WHERE id = 1;"
+    )
+    .contains("the daemon stopped while this ran"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while marked_processes().iter().any(|p| p.contains(&agent)) {
+        assert!(
+            Instant::now() < deadline,
+            "orphaned run processes survived the restart: {:?}",
+            marked_processes()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The interrupted instant is not fired again.
+    assert_eq!(
+        rows(
+            &env,
+            &format!("SELECT count(*) FROM job_executions WHERE scheduled_for = '{instant}';")
+        ),
+        "1"
+    );
+    // SIGTERM with a run in progress: the daemon stops within the grace period, the run is
+    // recorded as interrupted, nothing of it is left.
+    wait_for(
+        &env,
+        "SELECT count(*) FROM job_executions WHERE status = 'running';",
+        "1",
+        Duration::from_secs(70),
+    );
+    let started = Instant::now();
+    assert_eq!(d2.stop(), 0);
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "stopping took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        rows(
+            &env,
+            "SELECT count(*) FROM job_executions WHERE status = 'running';"
+        ),
+        "0"
+    );
+    assert_eq!(
+        rows(
+            &env,
+            "SELECT status FROM job_executions ORDER BY id DESC LIMIT 1;"
+        ),
+        "interrupted"
+    );
+    assert!(
+        marked_processes().iter().all(|p| !p.contains(&agent)),
+        "{:?}",
+        marked_processes()
+    );
+}
