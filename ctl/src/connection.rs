@@ -169,6 +169,28 @@ impl Connection {
         }
     }
 
+    /// A manual run: the started reply, then (with --wait) output lines, then the final frame.
+    pub fn run(
+        &mut self,
+        req: Request,
+        mut on_reply: impl FnMut(&Reply),
+        mut on_line: impl FnMut(Output),
+    ) -> Result<Result<Exit, ErrorReply>, ConnectError> {
+        self.send(req)?;
+        // The run may take long: no read timeout from here on.
+        self.stream
+            .set_recv_timeout(None)
+            .map_err(|e| ConnectError::from(FrameError::from(e)))?;
+        loop {
+            match frame::read_frame::<_, ServerMsg>(&mut self.stream)? {
+                ServerMsg::Reply(r) => on_reply(&r),
+                ServerMsg::Output(line) => on_line(line),
+                ServerMsg::Done(result) => return Ok(result),
+                ServerMsg::Status(_) => return Err(ConnectError::Unexpected),
+            }
+        }
+    }
+
     /// A prompt, job or execution request: one reply, then the final frame.
     pub fn record(&mut self, req: Request) -> Result<Result<Reply, ErrorReply>, ConnectError> {
         self.send(req)?;

@@ -166,6 +166,24 @@ fn record(settings: &Settings, req: Request, json: bool) -> i32 {
         Err(e) if e.is_unreachable() => return not_running(settings, &e),
         Err(e) => return render::fail(&e.to_string()),
     };
+    let is_run = matches!(
+        req,
+        Request::Prompt(proto::records::PromptOp::Run { .. })
+            | Request::Job(proto::records::JobOp::Run { .. })
+    );
+    if is_run {
+        return match conn.run(
+            req,
+            |r| {
+                records::render(r, json);
+            },
+            render::line,
+        ) {
+            Ok(Ok(exit)) => exit.code as i32,
+            Ok(Err(reply)) => render::fail(&reply.message),
+            Err(e) => render::fail(&e.to_string()),
+        };
+    }
     match conn.record(req) {
         Ok(Ok(reply)) => records::render(&reply, json),
         Ok(Err(reply)) => render::fail(&reply.message),

@@ -41,6 +41,13 @@ pub enum PromptsCmd {
         #[arg(long)]
         force: bool,
     },
+    /// Run a prompt now (a manual execution); prints its id.
+    Run {
+        prompt: String,
+        /// Follow its output to the end and exit with its result (0 completed, 1 otherwise).
+        #[arg(long)]
+        wait: bool,
+    },
 }
 
 #[derive(Args)]
@@ -91,6 +98,13 @@ pub enum JobsCmd {
         job: String,
         #[arg(long)]
         force: bool,
+    },
+    /// Run a job's prompt now (a manual execution of the job); prints its id.
+    Run {
+        job: String,
+        /// Follow its output to the end and exit with its result (0 completed, 1 otherwise).
+        #[arg(long)]
+        wait: bool,
     },
     /// The job's next fire instants, with their UTC offsets.
     Next {
@@ -218,6 +232,7 @@ pub fn prompts_request(cmd: PromptsCmd) -> Result<Request, String> {
             }
         }
         PromptsCmd::Rm { prompt, force } => PromptOp::Remove { key: prompt, force },
+        PromptsCmd::Run { prompt, wait } => PromptOp::Run { key: prompt, wait },
     }))
 }
 
@@ -240,6 +255,7 @@ pub fn jobs_request(cmd: JobsCmd) -> Request {
         },
         JobsCmd::Rm { job, force } => JobOp::Remove { key: job, force },
         JobsCmd::Next { job, count } => JobOp::Next { key: job, count },
+        JobsCmd::Run { job, wait } => JobOp::Run { key: job, wait },
     })
 }
 
@@ -282,6 +298,7 @@ fn to_json(reply: &Reply) -> String {
         Reply::Removed { what, cascaded } => {
             serde_json::json!({ "removed": what, "cascaded": cascaded })
         }
+        Reply::Started { execution } => serde_json::json!({ "execution": execution }),
     };
     serde_json::to_string_pretty(&v).expect("json values serialize")
 }
@@ -431,6 +448,7 @@ fn to_text(reply: &Reply) -> String {
             e.output.as_deref().unwrap_or("").trim_end()
         ),
         Reply::Instants(v) => v.iter().map(|i| format!("{i}\n")).collect(),
+        Reply::Started { execution } => format!("started execution {execution}\n"),
         Reply::Removed { what, cascaded } if cascaded.is_empty() => format!("removed {what}\n"),
         Reply::Removed { what, cascaded } => format!("removed {what}, with {}\n", cascaded.join(", ")),
     }

@@ -197,6 +197,8 @@ fn daemon(args: GlobalArgs, serve: ServeArgs, settings: Settings) -> anyhow::Res
         server::serve(listener, shared.clone(), stop_rx).await;
         // Runs in progress are stopped and recorded as interrupted before the database closes.
         let _ = scheduler.await;
+        let grace = std::time::Duration::from_secs(shared.settings().file.kill_grace_secs() + 5);
+        shared.stop_all_runs(grace).await;
         anyhow::Ok(())
     })?;
     // The listener removed its socket file when it was dropped; removing the path again could

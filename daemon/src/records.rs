@@ -67,6 +67,12 @@ pub fn prompt(conn: &mut Connection, op: &PromptOp) -> Result<Reply> {
             edit_prompt(conn, id, fields)?;
             Ok(Reply::Prompt(prompt_info(conn, id)?))
         }
+        PromptOp::Run { key, .. } => {
+            let id = find_prompt(conn, key)?;
+            Ok(Reply::Started {
+                execution: record_manual(conn, None, id)?,
+            })
+        }
         PromptOp::Remove { key, force } => {
             let id = find_prompt(conn, key)?;
             let info = prompt_info(conn, id)?;
@@ -224,6 +230,19 @@ pub fn job(conn: &mut Connection, op: &JobOp) -> Result<Reply> {
                 cascaded,
             })
         }
+        JobOp::Run { key, .. } => {
+            let id = find_job(conn, key)?;
+            let prompt: i64 = conn
+                .query_row(
+                    "SELECT prompt_id FROM scheduled_jobs WHERE id = ?1",
+                    [id],
+                    |r| r.get(0),
+                )
+                .map_err(db_err)?;
+            Ok(Reply::Started {
+                execution: record_manual(conn, Some(id), prompt)?,
+            })
+        }
         JobOp::Next { key, count } => {
             let info = job_info(conn, find_job(conn, key)?)?;
             let (schedule, tz) = job_schedule(&info)?;
@@ -327,6 +346,16 @@ pub fn execution(conn: &Connection, op: &ExecutionOp) -> Result<Reply> {
         }
         ExecutionOp::Show(id) => Ok(Reply::Execution(execution_info(conn, *id, true)?)),
     }
+}
+
+/// A manual run: recorded now (no scheduled instant, as in the original), started by the caller.
+fn record_manual(conn: &Connection, job: Option<i64>, prompt: i64) -> Result<i64> {
+    conn.execute(
+        "INSERT INTO job_executions (scheduled_job_id, prompt_id, trigger_kind, status) VALUES (?1, ?2, 'manual', 'pending')",
+        params![job, prompt],
+    )
+    .map_err(db_err)?;
+    Ok(conn.last_insert_rowid())
 }
 
 // ---- lookups and validation

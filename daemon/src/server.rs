@@ -12,7 +12,8 @@ use interprocess::local_socket::traits::StreamCommon;
 use interprocess::local_socket::{GenericFilePath, ListenerOptions};
 use interprocess::os::unix::local_socket::ListenerOptionsExt;
 use proto::frame::{self, FrameError};
-use proto::message::{ClientMsg, ErrorKind, ErrorReply, Exit, Request, ServerMsg};
+use proto::message::{ClientMsg, ErrorKind, ErrorReply, Exit, Output, Request, ServerMsg};
+use proto::records::{JobOp, PromptOp, Reply};
 use proto::PROTOCOL_VERSION;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, watch, Semaphore};
@@ -196,6 +197,32 @@ async fn respond(stream: &Stream, shared: &Arc<Shared>, req: Request) -> Result<
             };
             send(stream, &msg).await
         }
+        Request::Prompt(PromptOp::Run { wait, .. }) | Request::Job(JobOp::Run { wait, .. }) => {
+            let s = shared.clone();
+            let result = tokio::task::spawn_blocking(move || s.records(&req))
+                .await
+                .unwrap_or_else(|e| Err(ErrorReply::new(ErrorKind::Internal, e.to_string())));
+            let execution = match result {
+                Ok(Reply::Started { execution }) => execution,
+                Ok(_) => {
+                    return send(
+                        stream,
+                        &ServerMsg::Done(Err(ErrorReply::new(
+                            ErrorKind::Internal,
+                            "unexpected reply",
+                        ))),
+                    )
+                    .await
+                }
+                Err(e) => return send(stream, &ServerMsg::Done(Err(e))).await,
+            };
+            send(
+                stream,
+                &ServerMsg::Reply(Box::new(Reply::Started { execution })),
+            )
+            .await?;
+            manual_run(stream, shared, execution, wait).await
+        }
         Request::Prompt(_) | Request::Job(_) | Request::Execution(_) => {
             let s = shared.clone();
             let result = tokio::task::spawn_blocking(move || s.records(&req))
@@ -234,6 +261,109 @@ async fn respond(stream: &Stream, shared: &Arc<Shared>, req: Request) -> Result<
             send(stream, &ServerMsg::Done(result)).await
         }
     }
+}
+
+/// Starts a recorded manual run (outside the concurrency limit: a person asked for it). With
+/// `wait`, its output is streamed as lines, and the final frame carries its result.
+async fn manual_run(
+    stream: &Stream,
+    shared: &Arc<Shared>,
+    execution: i64,
+    wait: bool,
+) -> Result<(), ConnError> {
+    if !wait {
+        tokio::spawn(crate::scheduler::run::execute(
+            shared.clone(),
+            execution,
+            runner::Cancel::new(),
+            runner::Live::default(),
+        ));
+        return send(stream, &ServerMsg::Done(Ok(Exit::OK))).await;
+    }
+    let (tx, mut rx) = tokio::sync::broadcast::channel(1024);
+    let live = runner::Live {
+        output: Some(tx),
+        ..Default::default()
+    };
+    let run = tokio::spawn(crate::scheduler::run::execute(
+        shared.clone(),
+        execution,
+        runner::Cancel::new(),
+        live,
+    ));
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let mut client_ok = true;
+    loop {
+        match rx.recv().await {
+            Ok(chunk) => {
+                let (buf, stdout) = match chunk.stream {
+                    runner::Stream::Stdout => (&mut out, true),
+                    runner::Stream::Stderr => (&mut err, false),
+                };
+                buf.extend_from_slice(&chunk.data);
+                while let Some(nl) = buf.iter().position(|b| *b == b'\n') {
+                    let line = String::from_utf8_lossy(&buf[..nl]).into_owned();
+                    buf.drain(..=nl);
+                    let o = if stdout {
+                        Output::Stdout(line)
+                    } else {
+                        Output::Stderr(line)
+                    };
+                    if client_ok && send(stream, &ServerMsg::Output(o)).await.is_err() {
+                        client_ok = false;
+                    }
+                }
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                let note = Output::Stderr(format!(
+                    "[silica-cron: {n} chunks of output skipped: this client read too slowly]"
+                ));
+                if client_ok && send(stream, &ServerMsg::Output(note)).await.is_err() {
+                    client_ok = false;
+                }
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+        }
+    }
+    for (rest, stdout) in [(out, true), (err, false)] {
+        if !rest.is_empty() && client_ok {
+            let line = String::from_utf8_lossy(&rest).into_owned();
+            let _ = send(
+                stream,
+                &ServerMsg::Output(if stdout {
+                    Output::Stdout(line)
+                } else {
+                    Output::Stderr(line)
+                }),
+            )
+            .await;
+        }
+    }
+    let _ = run.await;
+    let s = shared.clone();
+    let status = tokio::task::spawn_blocking(move || {
+        s.with_conn(move |c| {
+            c.query_row(
+                "SELECT status FROM job_executions WHERE id = ?1",
+                [execution],
+                |r| r.get::<_, Option<String>>(0),
+            )
+        })
+    })
+    .await
+    .ok()
+    .and_then(Result::ok)
+    .flatten()
+    .unwrap_or_default();
+    if !client_ok {
+        return Err(ConnError::Timeout);
+    }
+    let exit = if status == "completed" {
+        Exit::OK
+    } else {
+        Exit::NOT_OK
+    };
+    send(stream, &ServerMsg::Done(Ok(exit))).await
 }
 
 async fn timed<T>(d: Duration, f: impl std::future::Future<Output = T>) -> Result<T, ConnError> {

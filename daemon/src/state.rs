@@ -26,6 +26,8 @@ pub struct Shared {
     /// Poked when jobs, the schema or the configuration change: the scheduler plans again.
     pub replan: tokio::sync::Notify,
     scheduler_state: Mutex<&'static str>,
+    /// Every run in progress (scheduled and manual), so a stopping daemon can stop them all.
+    runs: Mutex<std::collections::HashMap<i64, runner::Cancel>>,
 }
 
 /// Where the database stands against the revision files.
@@ -48,6 +50,7 @@ impl Shared {
             schema_cache: Mutex::new(None),
             replan: tokio::sync::Notify::new(),
             scheduler_state: Mutex::new("starting"),
+            runs: Mutex::new(std::collections::HashMap::new()),
         }
     }
 
@@ -183,6 +186,44 @@ impl Shared {
             .or(s.file.bind_host)
             .unwrap_or_else(|| "127.0.0.1".into());
         Some(format!("{host}:{port}"))
+    }
+
+    pub fn register_run(&self, execution: i64, cancel: runner::Cancel) {
+        self.runs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(execution, cancel);
+    }
+
+    pub fn unregister_run(&self, execution: i64) {
+        self.runs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&execution);
+    }
+
+    /// Stops every run in progress and waits (bounded) until each has recorded its end.
+    pub async fn stop_all_runs(&self, limit: std::time::Duration) {
+        let cancels: Vec<runner::Cancel> = self
+            .runs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        for c in cancels {
+            c.cancel();
+        }
+        let deadline = tokio::time::Instant::now() + limit;
+        while !self
+            .runs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_empty()
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
     }
 
     pub fn set_scheduler_state(&self, state: &'static str) {

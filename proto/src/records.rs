@@ -87,8 +87,19 @@ pub enum PromptOp {
     Add(PromptFields),
     List,
     Show(String),
-    Edit { key: String, fields: PromptFields },
-    Remove { key: String, force: bool },
+    Edit {
+        key: String,
+        fields: PromptFields,
+    },
+    Remove {
+        key: String,
+        force: bool,
+    },
+    /// Start a manual execution now; with `wait`, its output streams back until it ends.
+    Run {
+        key: String,
+        wait: bool,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -100,6 +111,7 @@ pub enum JobOp {
     SetActive { key: String, active: bool },
     Remove { key: String, force: bool },
     Next { key: String, count: usize },
+    Run { key: String, wait: bool },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -128,5 +140,9 @@ pub enum Reply {
     Removed {
         what: String,
         cascaded: Vec<String>,
+    },
+    /// A manual execution was recorded and started.
+    Started {
+        execution: i64,
     },
 }

@@ -273,3 +273,53 @@ fn kill_9_during_a_run_then_restart_marks_it_interrupted_and_kills_its_processes
         marked_processes()
     );
 }
+
+#[test]
+fn manual_runs_print_their_id_or_stream_their_output() {
+    let env = Env::built_in();
+    let agent = script(&env, "agent.sh", "echo \"line one $1\"; echo \"to stderr\" >&2; echo 'line two'; [ \"$1\" = bad ] && exit 4; exit 0");
+    let cfg = config(&env, &agent, "");
+    let _d = start(&env, &cfg);
+    let cli = |args: &[&str]| {
+        let mut a = vec!["--config", cfg.as_str()];
+        a.extend_from_slice(args);
+        env.cli(&a)
+    };
+    cli(&["prompts", "add", "good", "good"]).ok();
+    cli(&["prompts", "add", "bad", "bad"]).ok();
+    cli(&[
+        "jobs",
+        "add",
+        "nightly",
+        "--prompt",
+        "bad",
+        "--cron",
+        "0 3 * * *",
+    ])
+    .ok();
+
+    // Without --wait: the id at once; the run goes on in the daemon.
+    let started = cli(&["prompts", "run", "good"]);
+    started.ok().stdout_has("started execution 1");
+    wait_for(
+        &env,
+        "SELECT status FROM job_executions WHERE id = 1;",
+        "completed",
+        Duration::from_secs(10),
+    );
+    assert_eq!(rows(&env, "SELECT coalesce(scheduled_job_id, 'none'), trigger_kind, coalesce(scheduled_for, 'none') FROM job_executions WHERE id = 1;"), "none|manual|none", "a manual run of a prompt has no job, as in the original");
+
+    // --wait follows the output and exits with the run's result.
+    let waited = cli(&["prompts", "run", "good", "--wait"]);
+    waited
+        .ok()
+        .stdout_has("started execution 2")
+        .stdout_has("line one good\nline two")
+        .stderr_has("to stderr");
+    let failed = cli(&["jobs", "run", "nightly", "--wait"]);
+    failed.code(1).stdout_has("line one bad");
+    assert_eq!(rows(&env, "SELECT j.name, e.status, e.exit_code FROM job_executions e JOIN scheduled_jobs j ON j.id = e.scheduled_job_id WHERE e.id = 3;"), "nightly|failed|4");
+    cli(&["jobs", "run", "nope"])
+        .code(1)
+        .stderr_has("no job named 'nope'");
+}

@@ -4,7 +4,7 @@
 //! process starts, keyed uniquely by (job, scheduled instant), so nothing fires twice.
 
 pub mod plan;
-mod run;
+pub mod run;
 pub mod timer;
 
 use std::collections::{BinaryHeap, HashMap};
@@ -289,7 +289,7 @@ impl Scheduler {
             let shared = self.shared.clone();
             let done = self.finished_tx.clone();
             tokio::spawn(async move {
-                run::execute(shared, p.execution_id, cancel).await;
+                run::execute(shared, p.execution_id, cancel, runner::Live::default()).await;
                 let _ = done.send((p.execution_id, p.job_id));
             });
         }

@@ -25,7 +25,23 @@ const INHERITED: [&str; 9] = [
     "PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR",
 ];
 
-pub async fn execute(shared: Arc<Shared>, execution: i64, cancel: runner::Cancel) {
+pub async fn execute(
+    shared: Arc<Shared>,
+    execution: i64,
+    cancel: runner::Cancel,
+    live: runner::Live,
+) {
+    shared.register_run(execution, cancel.clone());
+    execute_registered(&shared, execution, cancel, live).await;
+    shared.unregister_run(execution);
+}
+
+async fn execute_registered(
+    shared: &Arc<Shared>,
+    execution: i64,
+    cancel: runner::Cancel,
+    live: runner::Live,
+) {
     let s = shared.clone();
     let prepared = tokio::task::spawn_blocking(move || {
         s.with_conn(move |c| {
@@ -131,7 +147,7 @@ pub async fn execute(shared: Arc<Shared>, execution: i64, cancel: runner::Cancel
     }
     info!(execution, job = %prepared.job_name, session = %session_id, "run started");
     let heartbeat = tokio::spawn(heartbeat(shared.clone(), execution));
-    let outcome = runner::run(spec, runner::Live::default(), cancel).await;
+    let outcome = runner::run(spec, live, cancel).await;
     heartbeat.abort();
     let (status, code, note) = match &outcome.status {
         runner::Status::Exited(0) => ("completed", Some(0), String::new()),
