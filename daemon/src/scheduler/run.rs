@@ -72,7 +72,7 @@ async fn execute_registered(
         Ok(d) => d,
         Err(e) => {
             finish(
-                &shared,
+                shared,
                 execution,
                 "failed",
                 None,
@@ -173,7 +173,7 @@ async fn execute_registered(
         .join("\n");
     info!(execution, status, exit_code = ?code, "run finished");
     finish(
-        &shared,
+        shared,
         execution,
         status,
         code,
