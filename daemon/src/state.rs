@@ -25,7 +25,6 @@ pub struct Shared {
     schema_cache: Mutex<Option<(i64, Source, SchemaState)>>,
     /// Poked when jobs, the schema or the configuration change: the scheduler plans again.
     pub replan: tokio::sync::Notify,
-    scheduler_state: Mutex<&'static str>,
     /// Every run in progress (scheduled and manual), so a stopping daemon can stop them all.
     runs: Mutex<std::collections::HashMap<i64, runner::Cancel>>,
 }
@@ -49,7 +48,6 @@ impl Shared {
             started: Instant::now(),
             schema_cache: Mutex::new(None),
             replan: tokio::sync::Notify::new(),
-            scheduler_state: Mutex::new("starting"),
             runs: Mutex::new(std::collections::HashMap::new()),
         }
     }
@@ -137,17 +135,34 @@ impl Shared {
     pub fn try_status(&self) -> Option<Result<StatusInfo, ErrorReply>> {
         let mut db = self.db.try_lock().ok()?;
         let schema = self.schema_state_with(&mut db);
+        let gate = self.jobs_gate(&mut db);
         drop(db);
-        Some(self.status_from(schema))
+        Some(self.status_from(schema, gate))
     }
 
     pub fn status(&self) -> Result<StatusInfo, ErrorReply> {
-        let schema = self.schema_state();
-        self.status_from(schema)
+        let mut db = self.db();
+        let schema = self.schema_state_with(&mut db);
+        let gate = self.jobs_gate(&mut db);
+        drop(db);
+        self.status_from(schema, gate)
     }
 
-    fn status_from(&self, schema: SchemaState) -> Result<StatusInfo, ErrorReply> {
+    fn status_from(
+        &self,
+        schema: SchemaState,
+        gate: Result<(), ErrorReply>,
+    ) -> Result<StatusInfo, ErrorReply> {
         let settings = self.settings();
+        // The scheduler fires exactly when this gate is open; say why when it is not.
+        let scheduler_line = match gate {
+            Ok(()) => "running".to_string(),
+            Err(_) if !schema.at_head => "held: needs migration".to_string(),
+            Err(_) => format!(
+                "held: the database lacks revision {} (the scheduler's tables)",
+                crate::records::SCHEMA_REVISION
+            ),
+        };
         Ok(StatusInfo {
             pid: std::process::id(),
             version: proto::PRODUCT_VERSION.into(),
@@ -160,14 +175,7 @@ impl Shared {
                 "development"
             }
             .into(),
-            scheduler: if schema.at_head {
-                self.scheduler_state
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .to_string()
-            } else {
-                "held: needs migration".into()
-            },
+            scheduler: scheduler_line,
             revisions: schema.revisions,
             heads: schema.heads,
             at_head: schema.at_head,
@@ -224,13 +232,6 @@ impl Shared {
         {
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
-    }
-
-    pub fn set_scheduler_state(&self, state: &'static str) {
-        *self
-            .scheduler_state
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) = state;
     }
 
     /// Runs `f` on the database connection (blocking: call from a blocking thread).

@@ -44,7 +44,7 @@ pub fn bin(name: &str) -> PathBuf {
         // only daemon code changed).
         for (b, crates) in [
             ("silica-cron", &["proto", "ctl", "schedule"][..]),
-            ("silica-crond", &["proto", "daemon", "migrations"][..]),
+            ("silica-crond", &["proto", "daemon", "migrations", "schedule", "runner"][..]),
         ] {
             let newest_source = crates
                 .iter()

@@ -65,5 +65,24 @@ fn daemon_creates_the_database_at_the_built_in_head() {
         serde_json::from_str(&env.cli(&["status", "--json"]).ok().stdout).unwrap();
     assert_eq!(status["revisions"], serde_json::json!([head]));
     assert_eq!(status["at_head"], true);
+    assert_eq!(status["scheduler"], "running");
     env.cli(&["migrate", "status"]).ok();
+}
+
+#[test]
+fn scheduling_starts_by_itself_once_the_database_is_upgraded() {
+    let env = Env::built_in();
+    env.cli(&["migrate", "upgrade", "34065a4cc718"]).ok();
+    let _d = env.start_daemon(&[]);
+    env.cli(&["status"])
+        .ok()
+        .stdout_has("scheduler:   held: needs migration\n");
+    env.cli(&["prompts", "list"])
+        .code(1)
+        .stderr_has("needs migration");
+    env.cli(&["migrate", "upgrade"]).ok();
+    env.cli(&["status"])
+        .ok()
+        .stdout_has("scheduler:   running\n");
+    env.cli(&["prompts", "add", "p", "text"]).ok();
 }

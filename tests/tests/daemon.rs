@@ -212,7 +212,9 @@ fn status_reports_the_daemon() {
         .stdout_has(&format!("socket:      {}\n", env.socket().display()))
         .stdout_has(&format!("revision:    {HEAD} (head)\n"))
         .stdout_has("schema:      up to date\n")
-        .stdout_has("scheduler:   running\n");
+        // These tests run the original chain, which stops before the scheduler's tables
+        // (built_in_chain.rs checks "running" on the built-in revisions).
+        .stdout_has("scheduler:   held: the database lacks revision 57249ff23536 (the scheduler's tables)\n");
 
     let v = status_json(&env);
     assert_eq!(v["pid"], d.pid() as u64, "{v}");
@@ -223,7 +225,10 @@ fn status_reports_the_daemon() {
     assert_eq!(v["heads"], serde_json::json!([HEAD]), "{v}");
     assert_eq!(v["at_head"], true, "{v}");
     assert!(v["schema_note"].is_null(), "{v}");
-    assert_eq!(v["scheduler"], "running", "{v}");
+    assert_eq!(
+        v["scheduler"], "held: the database lacks revision 57249ff23536 (the scheduler's tables)",
+        "{v}"
+    );
     assert_eq!(v["environment"], "development", "{v}");
 }
 
@@ -532,7 +537,10 @@ fn production_daemon_upgrades_at_start() {
     assert_eq!(v["environment"], "production");
     assert_eq!(v["revisions"], serde_json::json!([HEAD]));
     assert_eq!(v["at_head"], true);
-    assert_eq!(v["scheduler"], "running");
+    assert_eq!(
+        v["scheduler"],
+        "held: the database lacks revision 57249ff23536 (the scheduler's tables)"
+    );
 }
 
 #[test]
@@ -563,7 +571,7 @@ fn development_daemon_behind_head_serves_and_holds_jobs() {
         .ok()
         .stdout_has(&format!("revision:    {HEAD} (head)\n"))
         .stdout_has("schema:      up to date\n")
-        .stdout_has("scheduler:   running\n");
+        .stdout_has("scheduler:   held: the database lacks revision 57249ff23536 (the scheduler's tables)\n");
 }
 
 #[test]

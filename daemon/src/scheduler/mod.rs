@@ -122,7 +122,6 @@ impl Scheduler {
         let mut since = Timestamp::now();
         loop {
             if !self.shared.ready_for_jobs() {
-                self.shared.set_scheduler_state("held: needs migration");
                 tokio::select! {
                     _ = self.shared.replan.notified() => continue,
                     _ = shutdown.changed() => break,
@@ -133,7 +132,6 @@ impl Scheduler {
                 recovered = true;
                 since = Timestamp::now();
             }
-            self.shared.set_scheduler_state("running");
             let jobs = match self.with_db(load_jobs).await {
                 Ok(j) => j,
                 Err(e) => {
