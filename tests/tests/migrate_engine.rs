@@ -340,8 +340,9 @@ fn offline_sql_matches_the_online_schema() {
     let piped = run(std::process::Command::new("sh")
         .arg("-c")
         .arg(format!(
-            "{} migrate upgrade head --sql | sqlite3 {}",
+            "{} --migrations-dir {} migrate upgrade head --sql | sqlite3 {}",
             silica_cron_tests::bin("silica-cron").display(),
+            silica_cron_tests::original_chain().display(),
             offline_db.display()
         ))
         .current_dir(env.path()));
@@ -369,8 +370,9 @@ fn offline_sql_matches_the_online_schema() {
         .clone();
     assert!(down.contains("DELETE FROM cron_alembic_version WHERE cron_alembic_version.version_num = '5d8b746712b6';"), "{down}");
     let piped = run(std::process::Command::new("sh").arg("-c").arg(format!(
-        "{} migrate downgrade 34065a4cc718:base --sql | sqlite3 {}",
+        "{} --migrations-dir {} migrate downgrade 34065a4cc718:base --sql | sqlite3 {}",
         silica_cron_tests::bin("silica-cron").display(),
+        silica_cron_tests::original_chain().display(),
         offline_db.display()
     )));
     piped.ok();
