@@ -344,3 +344,35 @@ async fn simple_timeout() {
     assert_eq!(out.stdout, "a\n");
     assert!(t.elapsed() < Duration::from_secs(3));
 }
+
+#[test]
+fn removes_locked_tree_without_following_symlinks() {
+    common::drop_dac_caps_on_this_thread();
+    let base = std::env::temp_dir();
+    let outside = runner::make_fresh_dir(&base, "outside").unwrap();
+    std::fs::set_permissions(&outside, std::fs::Permissions::from_mode(0o500)).unwrap();
+    let d = runner::make_fresh_dir(&base, "unit").unwrap();
+    assert_eq!(
+        std::fs::metadata(&d).unwrap().permissions().mode() & 0o777,
+        0o700
+    );
+    std::fs::create_dir_all(d.join("a/b/c")).unwrap();
+    std::fs::write(d.join("a/b/c/f"), b"x").unwrap();
+    std::fs::set_permissions(d.join("a/b/c/f"), std::fs::Permissions::from_mode(0o000)).unwrap();
+    std::os::unix::fs::symlink(&outside, d.join("a/link")).unwrap();
+    std::fs::set_permissions(d.join("a/b/c"), std::fs::Permissions::from_mode(0o000)).unwrap();
+    std::fs::set_permissions(d.join("a/b"), std::fs::Permissions::from_mode(0o500)).unwrap();
+    // A plain recursive removal cannot do it...
+    assert!(std::fs::remove_dir_all(&d).is_err());
+    // ...this one can.
+    runner::remove_tree(&d).unwrap();
+    assert!(!d.exists());
+    // The symlink's target kept its mode.
+    assert_eq!(
+        std::fs::metadata(&outside).unwrap().permissions().mode() & 0o777,
+        0o500
+    );
+    std::fs::set_permissions(&outside, std::fs::Permissions::from_mode(0o700)).unwrap();
+    runner::remove_tree(&outside).unwrap();
+    runner::remove_tree(&outside).unwrap(); // already gone: fine
+}
