@@ -1,6 +1,6 @@
 //! What the daemon's tasks share: settings (reloadable), the database, the schema's state.
 
-use std::sync::{Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Instant;
 
 use proto::cli::{GlobalArgs, ServeArgs};
@@ -17,7 +17,8 @@ use crate::migrate::{self, Ctx, Sink};
 pub struct Shared {
     args: GlobalArgs,
     serve: ServeArgs,
-    settings: RwLock<Settings>,
+    /// Swapped whole on reload; readers take a cheap reference.
+    settings: RwLock<Arc<Settings>>,
     db: Mutex<Db>,
     started: Instant,
     /// The last schema state, valid while the database's data_version and the source stay the
@@ -27,6 +28,8 @@ pub struct Shared {
     pub replan: tokio::sync::Notify,
     /// Every run in progress (scheduled and manual), so a stopping daemon can stop them all.
     runs: Mutex<std::collections::HashMap<i64, runner::Cancel>>,
+    /// Migrations holding or waiting for the database lock: status must not wait for them inline.
+    migrating: std::sync::atomic::AtomicUsize,
 }
 
 /// Where the database stands against the revision files.
@@ -43,16 +46,17 @@ impl Shared {
         Shared {
             args,
             serve,
-            settings: RwLock::new(settings),
+            settings: RwLock::new(Arc::new(settings)),
             db: Mutex::new(db),
             started: Instant::now(),
             schema_cache: Mutex::new(None),
             replan: tokio::sync::Notify::new(),
             runs: Mutex::new(std::collections::HashMap::new()),
+            migrating: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 
-    pub fn settings(&self) -> Settings {
+    pub fn settings(&self) -> Arc<Settings> {
         self.settings
             .read()
             .unwrap_or_else(|p| p.into_inner())
@@ -87,12 +91,12 @@ impl Shared {
                     );
                 }
                 let kept = Settings {
-                    db: old.db,
-                    socket: old.socket,
-                    lock: old.lock,
+                    db: old.db.clone(),
+                    socket: old.socket.clone(),
+                    lock: old.lock.clone(),
                     ..new
                 };
-                *self.settings.write().unwrap_or_else(|p| p.into_inner()) = kept;
+                *self.settings.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(kept);
                 info!("configuration reloaded");
                 self.replan.notify_one();
                 Ok(())
@@ -133,18 +137,23 @@ impl Shared {
     /// Status without leaving the caller's thread when the database is free; `None` when a
     /// migration holds it (the caller then waits on a blocking thread).
     pub fn try_status(&self) -> Option<Result<StatusInfo, ErrorReply>> {
-        let mut db = self.db.try_lock().ok()?;
+        // Other holders of the database lock keep it for microseconds, except a migration:
+        // wait for the former here, leave the latter to a blocking thread.
+        if self.migrating.load(std::sync::atomic::Ordering::Acquire) > 0 {
+            return None;
+        }
+        let mut db = self.db();
         let schema = self.schema_state_with(&mut db);
-        let gate = self.jobs_gate(&mut db);
         drop(db);
+        let gate = self.gate_for(&schema);
         Some(self.status_from(schema, gate))
     }
 
     pub fn status(&self) -> Result<StatusInfo, ErrorReply> {
         let mut db = self.db();
         let schema = self.schema_state_with(&mut db);
-        let gate = self.jobs_gate(&mut db);
         drop(db);
+        let gate = self.gate_for(&schema);
         self.status_from(schema, gate)
     }
 
@@ -191,7 +200,7 @@ impl Shared {
             .serve
             .bind_host
             .clone()
-            .or(s.file.bind_host)
+            .or(s.file.bind_host.clone())
             .unwrap_or_else(|| "127.0.0.1".into());
         Some(format!("{host}:{port}"))
     }
@@ -253,7 +262,7 @@ impl Shared {
     /// Processes of this daemon's runs carry `SILICA_CRON_EXECUTION_ID=<prefix><id>`; the prefix
     /// (a hash of the database path) keeps two daemons' runs apart.
     pub fn marker_prefix(&self) -> String {
-        let db = self.settings().db;
+        let db = self.settings().db.clone();
         let h = db
             .as_os_str()
             .as_encoded_bytes()
@@ -269,9 +278,14 @@ impl Shared {
     /// current shape.
     fn jobs_gate(&self, db: &mut Db) -> Result<(), ErrorReply> {
         let schema = self.schema_state_with(db);
+        self.gate_for(&schema)
+    }
+
+    fn gate_for(&self, schema: &SchemaState) -> Result<(), ErrorReply> {
         if !schema.at_head {
             let why = schema
                 .note
+                .clone()
                 .unwrap_or_else(|| "the database is not at head".into());
             return Err(ErrorReply::new(
                 ErrorKind::Refused,
@@ -330,6 +344,8 @@ impl Shared {
         tx: mpsc::Sender<Output>,
     ) -> Result<Exit, ErrorReply> {
         let settings = self.settings();
+        self.migrating
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         let mut db = self.db();
         let mut ctx = Ctx {
             db: &mut db,
@@ -341,6 +357,8 @@ impl Shared {
             let _ = tx.blocking_send(o);
         };
         let result = migrate::run(&mut ctx, &req.cmd, &mut Sink(&mut send));
+        self.migrating
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
         // Our own writes do not move data_version; forget what we knew.
         self.forget_schema_state();
         self.replan.notify_one();

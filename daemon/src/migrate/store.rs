@@ -218,7 +218,8 @@ impl Db {
     /// about the database can be reused until someone else writes.
     pub fn data_version(&mut self) -> Option<i64> {
         let conn = self.reader().ok()??;
-        conn.query_row("PRAGMA data_version", [], |r| r.get(0)).ok()
+        let mut stmt = conn.prepare_cached("PRAGMA data_version").ok()?;
+        stmt.query_row([], |r| r.get(0)).ok()
     }
 
     /// Rows of the version table; empty when the file or the table does not exist.
