@@ -34,12 +34,13 @@ import sys
 import time
 
 # Variables the binaries (and the alembic env) read: the developer's own must not leak in.
+# (SILICA_CRON_MIGRATIONS is not among them: run.sh unsets the developer's and sets the
+# original chain on purpose, so both tools do the same work.)
 CLEARED = (
     "DATABASE_URL",
     "CRON_DATABASE_URL",
     "SILICA_CRON_SOCKET",
     "SILICA_CRON_CONFIG",
-    "SILICA_CRON_MIGRATIONS",
     "SILICA_ENVIRONMENT",
     "LOG_LEVEL",
     "JOURNAL_STREAM",
