@@ -194,6 +194,7 @@ fn daemon(args: GlobalArgs, serve: ServeArgs, settings: Settings) -> anyhow::Res
         }
         tokio::spawn(runner::reap_orphans_on_sigchld());
         let scheduler = tokio::spawn(scheduler::Scheduler::new(shared.clone()).run(stop_rx.clone()));
+        tokio::spawn(scheduler::external::watch_database(shared.clone(), stop_rx.clone()));
         server::serve(listener, shared.clone(), stop_rx).await;
         // Runs in progress are stopped and recorded as interrupted before the database closes.
         let _ = scheduler.await;

@@ -205,6 +205,11 @@ impl Shared {
         Some(format!("{host}:{port}"))
     }
 
+    /// SQLite's data_version on the daemon's connection (moves when another process commits).
+    pub fn data_version(&self) -> Option<i64> {
+        self.db().data_version()
+    }
+
     pub fn register_run(&self, execution: i64, cancel: runner::Cancel) {
         self.runs
             .lock()

@@ -106,9 +106,10 @@ esac"#,
     wait_for(
         &env,
         "SELECT count(*) FROM job_executions WHERE completed_at IS NOT NULL;",
-        "4",
+        "5",
         Duration::from_secs(75),
     );
+    assert_eq!(rows(&env, "SELECT e.status FROM job_executions e JOIN scheduled_jobs j ON j.id = e.scheduled_job_id WHERE j.name = 'external';"), "completed");
 
     let row = |job: &str, col: &str| {
         rows(&env, &format!("SELECT {col} FROM job_executions e JOIN scheduled_jobs j ON j.id = e.scheduled_job_id WHERE j.name = '{job}';"))
@@ -322,4 +323,33 @@ fn manual_runs_print_their_id_or_stream_their_output() {
     cli(&["jobs", "run", "nope"])
         .code(1)
         .stderr_has("no job named 'nope'");
+}
+
+#[test]
+fn a_job_written_by_another_process_fires_without_a_restart() {
+    let env = Env::built_in();
+    let agent = script(&env, "agent.sh", "echo external");
+    let cfg = config(&env, &agent, "");
+    // No jobs: the scheduler has no deadline and sleeps until something changes.
+    let _d = start(&env, &cfg);
+    // Not within 5 s of a minute boundary, so it is planned before its first instant.
+    let second = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        % 60;
+    if second >= 55 {
+        std::thread::sleep(Duration::from_secs(61 - second));
+    }
+    env.sqlite(
+        "INSERT INTO prompts (name, prompt_text, model, persona) VALUES ('ext', 'ext', 'haiku', 'basic_agent');
+         INSERT INTO scheduled_jobs (name, prompt_id, cron_expression, is_active) VALUES ('external', 1, '* * * * *', 1);",
+    )
+    .ok();
+    wait_for(
+        &env,
+        "SELECT status || '|' || output FROM job_executions;",
+        "completed|external",
+        Duration::from_secs(70),
+    );
 }

@@ -3,6 +3,7 @@
 //! the configuration is reloaded or the wall clock jumps. Each firing is recorded before its
 //! process starts, keyed uniquely by (job, scheduled instant), so nothing fires twice.
 
+pub mod external;
 pub mod plan;
 pub mod run;
 pub mod timer;
