@@ -30,6 +30,11 @@ pub struct ConfigFile {
     pub output_cap: Option<usize>,
     /// Runs at once; more due runs wait, highest prompt priority first.
     pub max_concurrent_runs: Option<usize>,
+    /// History retention: keep at most this many finished executions per job (or per prompt,
+    /// for manual runs without a job). None keeps all.
+    pub keep_executions_per_job: Option<u64>,
+    /// History retention: drop finished executions older than this many days. None keeps all.
+    pub keep_executions_days: Option<u64>,
 }
 
 /// How the agent is run when the config file does not say (as the original ran its agent).
@@ -112,10 +117,13 @@ impl ConfigFile {
                 message: "runner must name a program as its first element".into(),
             });
         }
-        if file.max_concurrent_runs == Some(0) || file.job_timeout == Some(0) {
+        if file.max_concurrent_runs == Some(0)
+            || file.job_timeout == Some(0)
+            || file.keep_executions_per_job == Some(0)
+        {
             return Err(ConfigError::Parse {
                 path: path.to_owned(),
-                message: "max_concurrent_runs and job_timeout must be at least 1".into(),
+                message: "max_concurrent_runs, job_timeout and keep_executions_per_job must be at least 1".into(),
             });
         }
         if file.max_connections == Some(0) {
@@ -188,6 +196,7 @@ mod tests {
         assert!(f.bind_host.is_some() && f.bind_port.is_some());
         assert!(f.runner.is_some() && f.job_timeout.is_some() && f.kill_grace.is_some());
         assert!(f.output_cap.is_some() && f.max_concurrent_runs.is_some());
+        assert!(f.keep_executions_per_job.is_some() && f.keep_executions_days.is_some());
     }
 
     #[test]

@@ -353,3 +353,51 @@ fn a_job_written_by_another_process_fires_without_a_restart() {
         Duration::from_secs(70),
     );
 }
+
+#[test]
+fn history_retention_prunes_after_a_run_and_never_touches_running_rows() {
+    let env = Env::built_in();
+    let agent = script(&env, "agent.sh", "echo done");
+    let cfg = config(
+        &env,
+        &agent,
+        "keep_executions_per_job = 3\nkeep_executions_days = 30\n",
+    );
+    let _d = start(&env, &cfg);
+    let cli = |args: &[&str]| {
+        let mut a = vec!["--config", cfg.as_str()];
+        a.extend_from_slice(args);
+        env.cli(&a)
+    };
+    cli(&["prompts", "add", "p", "p"]).ok();
+    cli(&["jobs", "add", "j", "--prompt", "p", "--cron", "0 3 * * *"]).ok();
+    cli(&["jobs", "add", "k", "--prompt", "p", "--cron", "0 4 * * *"]).ok();
+    // History: 10 recent finished runs of j, 2 of k, one of j from 100 days ago, one running.
+    env.sqlite(
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 10)
+           INSERT INTO job_executions (scheduled_job_id, prompt_id, status, scheduled_for, started_at, completed_at)
+           SELECT 1, 1, 'completed', datetime('now', '-' || i || ' hours'), datetime('now', '-' || i || ' hours'), datetime('now', '-' || i || ' hours') FROM n;
+         INSERT INTO job_executions (scheduled_job_id, prompt_id, status, started_at, completed_at) VALUES (2, 1, 'completed', datetime('now', '-1 hours'), datetime('now', '-1 hours'));
+         INSERT INTO job_executions (scheduled_job_id, prompt_id, status, started_at, completed_at) VALUES (2, 1, 'failed', datetime('now', '-100 days'), datetime('now', '-100 days'));
+         INSERT INTO job_executions (scheduled_job_id, prompt_id, status, started_at) VALUES (1, 1, 'running', datetime('now', '-200 days'));",
+    )
+    .ok();
+    cli(&["jobs", "run", "j", "--wait"]).ok();
+    // j: the 3 newest finished (the manual run among them) plus the running one; k: the old one is gone.
+    wait_for(
+        &env,
+        "SELECT count(*) FROM job_executions WHERE scheduled_job_id = 1 AND status != 'running';",
+        "3",
+        Duration::from_secs(10),
+    );
+    assert_eq!(
+        rows(
+            &env,
+            "SELECT count(*) FROM job_executions WHERE status = 'running';"
+        ),
+        "1",
+        "a running row is never pruned"
+    );
+    assert_eq!(rows(&env, "SELECT count(*) FROM job_executions WHERE trigger_kind = 'manual' AND status = 'completed';"), "1", "the newest run is kept");
+    assert_eq!(rows(&env, "SELECT min(started_at) > datetime('now', '-4 hours') FROM job_executions WHERE scheduled_job_id = 1 AND status != 'running';"), "1", "the oldest of j went first");
+}

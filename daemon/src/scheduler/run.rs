@@ -34,6 +34,7 @@ pub async fn execute(
     shared.register_run(execution, cancel.clone());
     execute_registered(&shared, execution, cancel, live).await;
     shared.unregister_run(execution);
+    prune(&shared).await;
 }
 
 async fn execute_registered(
@@ -212,6 +213,60 @@ async fn finish(
     .await;
     if !matches!(r, Ok(Ok(1))) {
         warn!(execution, "cannot record the end of a run");
+    }
+}
+
+/// History retention after a run ended: small batches, each its own short transaction, so the
+/// scheduler and clients never wait long for the database.
+async fn prune(shared: &Arc<Shared>) {
+    let file = &shared.settings().file;
+    let (per_job, days) = (file.keep_executions_per_job, file.keep_executions_days);
+    if per_job.is_none() && days.is_none() {
+        return;
+    }
+    const BATCH: i64 = 500;
+    let mut total = 0;
+    loop {
+        let s = shared.clone();
+        let removed = tokio::task::spawn_blocking(move || {
+            s.with_conn(move |c| {
+                let mut n = 0;
+                if let Some(keep) = per_job {
+                    n += c.execute(
+                        "DELETE FROM job_executions WHERE id IN (
+                           SELECT id FROM (
+                             SELECT id, row_number() OVER (PARTITION BY coalesce(scheduled_job_id, -prompt_id) ORDER BY coalesce(started_at, scheduled_for) DESC, id DESC) AS rn
+                             FROM job_executions WHERE status NOT IN ('pending', 'running'))
+                           WHERE rn > ?1 LIMIT ?2)",
+                        params![keep as i64, BATCH],
+                    )?;
+                }
+                if let Some(days) = days {
+                    n += c.execute(
+                        "DELETE FROM job_executions WHERE id IN (
+                           SELECT id FROM job_executions WHERE status NOT IN ('pending', 'running')
+                             AND coalesce(completed_at, started_at, scheduled_for) < datetime('now', ?1) LIMIT ?2)",
+                        params![format!("-{days} days"), BATCH],
+                    )?;
+                }
+                Ok(n)
+            })
+        })
+        .await;
+        match removed {
+            Ok(Ok(0)) => break,
+            Ok(Ok(n)) => {
+                total += n;
+                tokio::task::yield_now().await;
+            }
+            other => {
+                warn!(result = ?other.map(|r| r.err()), "history retention failed; retried after the next run");
+                break;
+            }
+        }
+    }
+    if total > 0 {
+        info!(removed = total, "history retention pruned old executions");
     }
 }
 
