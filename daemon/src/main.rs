@@ -195,11 +195,19 @@ fn daemon(args: GlobalArgs, serve: ServeArgs, settings: Settings) -> anyhow::Res
         tokio::spawn(runner::reap_orphans_on_sigchld());
         let scheduler = tokio::spawn(scheduler::Scheduler::new(shared.clone()).run(stop_rx.clone()));
         tokio::spawn(scheduler::external::watch_database(shared.clone(), stop_rx.clone()));
+        // Runs in progress are stopped as soon as the daemon is told to stop (a client following
+        // a run must not hold the drain of connections), and recorded before the database closes.
+        let stopper = {
+            let (shared, mut stop) = (shared.clone(), stop_rx.clone());
+            tokio::spawn(async move {
+                let _ = stop.changed().await;
+                let grace = std::time::Duration::from_secs(shared.settings().file.kill_grace_secs() + 5);
+                shared.stop_all_runs(grace).await;
+            })
+        };
         server::serve(listener, shared.clone(), stop_rx).await;
-        // Runs in progress are stopped and recorded as interrupted before the database closes.
         let _ = scheduler.await;
-        let grace = std::time::Duration::from_secs(shared.settings().file.kill_grace_secs() + 5);
-        shared.stop_all_runs(grace).await;
+        let _ = stopper.await;
         anyhow::Ok(())
     })?;
     // The listener removed its socket file when it was dropped; removing the path again could

@@ -401,3 +401,50 @@ fn history_retention_prunes_after_a_run_and_never_touches_running_rows() {
     assert_eq!(rows(&env, "SELECT count(*) FROM job_executions WHERE trigger_kind = 'manual' AND status = 'completed';"), "1", "the newest run is kept");
     assert_eq!(rows(&env, "SELECT min(started_at) > datetime('now', '-4 hours') FROM job_executions WHERE scheduled_job_id = 1 AND status != 'running';"), "1", "the oldest of j went first");
 }
+
+#[test]
+fn sigterm_while_a_client_follows_a_manual_run_stops_promptly() {
+    let env = Env::built_in();
+    let agent = script(&env, "agent.sh", "echo begun; trap '' TERM; sleep 300");
+    let cfg = config(&env, &agent, "");
+    let d = start(&env, &cfg);
+    env.cli(&["--config", &cfg, "prompts", "add", "slow", "slow"])
+        .ok();
+    let follower = env
+        .command("silica-cron")
+        .args(["--config", &cfg, "prompts", "run", "slow", "--wait"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for(
+        &env,
+        "SELECT status FROM job_executions;",
+        "running",
+        Duration::from_secs(10),
+    );
+    let t = Instant::now();
+    assert_eq!(d.stop(), 0);
+    // kill_grace is 1 s in these tests: TERM is ignored, KILL follows.
+    assert!(
+        t.elapsed() < Duration::from_secs(8),
+        "stopping took {:?}",
+        t.elapsed()
+    );
+    let out = follower.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "the follower is told the run did not complete"
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("begun"));
+    assert_eq!(
+        rows(&env, "SELECT status FROM job_executions;"),
+        "interrupted"
+    );
+    assert!(
+        marked_processes().iter().all(|p| !p.contains(&agent)),
+        "{:?}",
+        marked_processes()
+    );
+}
