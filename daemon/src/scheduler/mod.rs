@@ -121,34 +121,52 @@ impl Scheduler {
         };
         let mut recovered = false;
         let mut since = Timestamp::now();
+        // Parsed jobs, kept until something changes: a deadline wake with 10,000 jobs must not
+        // re-read and re-parse them all.
+        let mut jobs: Option<Vec<Job>> = None;
+        let mut deadline: Option<Timestamp> = None;
+        let mut plan_now = true;
         loop {
-            if !self.shared.ready_for_jobs() {
-                tokio::select! {
-                    _ = self.shared.replan.notified() => continue,
-                    _ = shutdown.changed() => break,
+            if plan_now {
+                plan_now = false;
+                if !self.shared.ready_for_jobs() {
+                    jobs = None;
+                    deadline = None;
+                    tokio::select! {
+                        _ = self.shared.replan.notified() => { plan_now = true; continue }
+                        _ = shutdown.changed() => break,
+                    }
                 }
-            }
-            if !recovered {
-                self.recover_and_catch_up().await;
-                recovered = true;
-                since = Timestamp::now();
-            }
-            let jobs = match self.with_db(load_jobs).await {
-                Ok(j) => j,
-                Err(e) => {
-                    warn!(error = %e, "cannot read jobs; retrying when something changes");
-                    vec![]
+                if !recovered {
+                    self.recover_and_catch_up().await;
+                    recovered = true;
+                    since = Timestamp::now();
                 }
-            };
-            let now = Timestamp::now();
-            for job in &jobs {
-                for instant in plan::due(&job.plannable(), since, now) {
-                    self.fire(job, instant, "schedule").await;
+                if jobs.is_none() {
+                    jobs = Some(self.with_db(load_jobs).await.unwrap_or_else(|e| {
+                        warn!(error = %e, "cannot read jobs; retrying when something changes");
+                        vec![]
+                    }));
                 }
+                let current = jobs.as_deref().unwrap_or_default();
+                let now = Timestamp::now();
+                let due: Vec<(&Job, Timestamp)> = current
+                    .iter()
+                    .flat_map(|j| {
+                        plan::due(&j.plannable(), since, now)
+                            .into_iter()
+                            .map(move |i| (j, i))
+                    })
+                    .collect();
+                if !due.is_empty() {
+                    let due: Vec<(Job, Timestamp)> =
+                        due.into_iter().map(|(j, i)| (j.clone(), i)).collect();
+                    self.fire(&due, "schedule").await;
+                }
+                since = now;
+                deadline = plan::next_deadline(current.iter().map(Job::plannable), now);
+                self.dispatch().await;
             }
-            since = now;
-            self.dispatch().await;
-            let deadline = plan::next_deadline(jobs.iter().map(Job::plannable), now);
             tokio::select! {
                 wake = async {
                     match deadline {
@@ -162,9 +180,16 @@ impl Scheduler {
                             since = Timestamp::now();
                         }
                     }
+                    plan_now = true;
                 }
-                _ = self.shared.replan.notified() => {}
-                Some((execution, job)) = self.finished_rx.recv() => self.finished(execution, job),
+                _ = self.shared.replan.notified() => {
+                    jobs = None;
+                    plan_now = true;
+                }
+                Some((execution, job)) = self.finished_rx.recv() => {
+                    self.finished(execution, job);
+                    self.dispatch().await;
+                }
                 _ = shutdown.changed() => break,
             }
         }
@@ -226,49 +251,75 @@ impl Scheduler {
             if let Some(instant) = last.and_then(|l| plan::latest_missed(&job.plannable(), l, now))
             {
                 info!(job = %job.name, instant = %instant, "catching up a run missed while the daemon was down");
-                self.fire(job, instant, "catch-up").await;
+                self.fire(&[(job.clone(), instant)], "catch-up").await;
             }
         }
     }
 
-    /// Records the run for (job, instant) unless it exists; applies the overlap policy.
-    async fn fire(&mut self, job: &Job, instant: Timestamp, trigger: &'static str) {
-        let busy = self.running.get(&job.id).is_some_and(|r| !r.is_empty())
-            || self.queue.iter().any(|p| p.job_id == Some(job.id));
-        let skip = busy && job.overlap == "skip";
-        if busy && job.overlap == "replace" {
-            for (execution, cancel) in self.running.get(&job.id).cloned().unwrap_or_default() {
-                info!(job = %job.name, execution, "replacing the previous run");
-                cancel.cancel();
+    /// Records the runs for (job, instant) pairs that do not exist yet, all in one transaction,
+    /// applying each job's overlap policy; queues the ones to start.
+    async fn fire(&mut self, due: &[(Job, Timestamp)], trigger: &'static str) {
+        let mut rows: Vec<(i64, i64, String, &'static str)> = Vec::with_capacity(due.len());
+        let mut starting: std::collections::HashSet<i64> = std::collections::HashSet::new();
+        for (job, instant) in due {
+            let busy = self.running.get(&job.id).is_some_and(|r| !r.is_empty())
+                || self.queue.iter().any(|p| p.job_id == Some(job.id))
+                || starting.contains(&job.id);
+            if busy && job.overlap == "replace" {
+                for (execution, cancel) in self.running.get(&job.id).cloned().unwrap_or_default() {
+                    info!(job = %job.name, execution, "replacing the previous run");
+                    cancel.cancel();
+                }
             }
+            let status = if busy && job.overlap == "skip" {
+                "skipped"
+            } else {
+                "pending"
+            };
+            if status == "pending" {
+                starting.insert(job.id);
+            }
+            rows.push((job.id, job.prompt_id, sql_time(*instant), status));
         }
-        let (job_id, prompt_id, at) = (job.id, job.prompt_id, sql_time(instant));
-        let status = if skip { "skipped" } else { "pending" };
         let inserted = self
             .with_db(move |c| {
-                let n = c.execute(
-                    "INSERT OR IGNORE INTO job_executions (scheduled_job_id, prompt_id, scheduled_for, trigger_kind, status, completed_at, error_message)
-                     VALUES (?1, ?2, ?3, ?4, ?5, CASE WHEN ?5 = 'skipped' THEN CURRENT_TIMESTAMP END,
-                             CASE WHEN ?5 = 'skipped' THEN 'skipped: the previous run of this job was still running' END)",
-                    params![job_id, prompt_id, at, trigger, status],
-                )?;
-                Ok((n == 1).then(|| c.last_insert_rowid()))
+                let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                let mut ids = Vec::with_capacity(rows.len());
+                {
+                    let mut stmt = tx.prepare_cached(
+                        "INSERT OR IGNORE INTO job_executions (scheduled_job_id, prompt_id, scheduled_for, trigger_kind, status, completed_at, error_message)
+                         VALUES (?1, ?2, ?3, ?4, ?5, CASE WHEN ?5 = 'skipped' THEN CURRENT_TIMESTAMP END,
+                                 CASE WHEN ?5 = 'skipped' THEN 'skipped: the previous run of this job was still running' END)",
+                    )?;
+                    for (job_id, prompt_id, at, status) in &rows {
+                        let n = stmt.execute(params![job_id, prompt_id, at, trigger, status])?;
+                        ids.push((n == 1).then(|| tx.last_insert_rowid()).map(|id| (id, *status)));
+                    }
+                }
+                tx.commit()?;
+                Ok(ids)
             })
             .await;
-        match inserted {
-            Ok(Some(execution)) if !skip => {
-                self.queue.push(Pending {
+        let ids = match inserted {
+            Ok(ids) => ids,
+            Err(e) => {
+                warn!(runs = due.len(), error = %e, "cannot record due runs");
+                return;
+            }
+        };
+        for ((job, instant), id) in due.iter().zip(ids) {
+            match id {
+                Some((execution, "pending")) => self.queue.push(Pending {
                     priority: job.priority,
                     instant: instant.as_second(),
                     execution_id: execution,
                     job_id: Some(job.id),
-                });
+                }),
+                Some((execution, _)) => {
+                    info!(job = %job.name, execution, "skipped: the previous run is still running")
+                }
+                None => {} // already recorded: this (job, instant) fired before
             }
-            Ok(Some(execution)) => {
-                info!(job = %job.name, execution, "skipped: the previous run is still running")
-            }
-            Ok(None) => {} // already recorded: this (job, instant) fired before
-            Err(e) => warn!(job = %job.name, error = %e, "cannot record a due run"),
         }
     }
 
