@@ -336,7 +336,13 @@ pub async fn run(spec: Spec, live: Live, cancel: Cancel) -> Outcome {
         End::Exit(r) => {
             cleanup.child_alive = false;
             let status = exit_status(r);
-            let killed = stop_tree(None, &mut cleanup, spec.grace).await;
+            // The common case (nothing left behind) costs one kill(2) and one read of our
+            // children, not a walk of every process on the machine.
+            let killed = if procs::nothing_left_after_exit(cleanup.pgid) {
+                0
+            } else {
+                stop_tree(None, &mut cleanup, spec.grace).await
+            };
             (status, killed)
         }
         End::Stop(status) => {

@@ -118,6 +118,28 @@ pub async fn reap_orphans_on_sigchld() -> io::Result<()> {
     Ok(())
 }
 
+/// After the main process exited and was reaped: true when nothing of the run can be left, so
+/// the /proc sweep (which reads every process) can be skipped. The run's process group must be
+/// empty, and this process must have no children besides tracked ones: a descendant that left
+/// the group has its topmost escaped ancestor orphaned once the main process is gone, and a
+/// subreaper gets every orphan as its own child.
+pub(crate) fn nothing_left_after_exit(pgid: i32) -> bool {
+    if pgid <= 0 || !crate::is_subreaper() {
+        return false;
+    }
+    // SAFETY: signal 0 only checks whether the group has a member.
+    if unsafe { libc::kill(-pgid, 0) } == 0
+        || io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
+    {
+        return false;
+    }
+    let guard = tracked();
+    let me = std::process::id() as i32;
+    children_of_self(me)
+        .into_iter()
+        .all(|pid| guard.as_ref().is_some_and(|s| s.contains(&(pid as u32))))
+}
+
 fn children_of_self(me: i32) -> Vec<i32> {
     let mut out = Vec::new();
     let mut have_children_file = false;
