@@ -323,24 +323,45 @@ impl Scheduler {
         }
     }
 
-    /// Starts queued runs while slots are free.
+    /// Starts queued runs while slots are free: all of them marked running in one transaction,
+    /// then their processes started.
     async fn dispatch(&mut self) {
         let limit = self.shared.settings().file.max_concurrent();
-        while self.active < limit {
+        let mut batch = Vec::new();
+        while self.active + batch.len() < limit {
             let Some(p) = self.queue.pop() else { break };
+            batch.push(p);
+        }
+        if batch.is_empty() {
+            return;
+        }
+        let ids: Vec<i64> = batch.iter().map(|p| p.execution_id).collect();
+        let prepared = self.with_db(move |c| run::start_batch(c, &ids)).await;
+        let prepared = match prepared {
+            Ok(p) => p,
+            Err(e) => {
+                warn!(runs = batch.len(), error = %e, "cannot mark due runs running; they stay pending");
+                return;
+            }
+        };
+        let jobs: HashMap<i64, Option<i64>> =
+            batch.iter().map(|p| (p.execution_id, p.job_id)).collect();
+        for p in prepared {
+            let execution = p.execution();
+            let job = jobs.get(&execution).copied().flatten();
             let cancel = runner::Cancel::new();
-            if let Some(job) = p.job_id {
+            if let Some(job) = job {
                 self.running
                     .entry(job)
                     .or_default()
-                    .push((p.execution_id, cancel.clone()));
+                    .push((execution, cancel.clone()));
             }
             self.active += 1;
             let shared = self.shared.clone();
             let done = self.finished_tx.clone();
             tokio::spawn(async move {
-                run::execute(shared, p.execution_id, cancel, runner::Live::default()).await;
-                let _ = done.send((p.execution_id, p.job_id));
+                run::run_prepared(shared, p, cancel, runner::Live::default()).await;
+                let _ = done.send((execution, job));
             });
         }
     }

@@ -12,12 +12,14 @@ use super::sql_time_ms;
 use crate::state::Shared;
 
 /// What a run needs from the database.
-struct Prepared {
+pub struct Prepared {
     prompt: String,
     model: String,
     persona: String,
     job_name: String,
     timeout: Option<i64>,
+    execution: i64,
+    session_id: String,
 }
 
 /// Environment variables a job inherits from the daemon (everything else is dropped).
@@ -25,49 +27,104 @@ const INHERITED: [&str; 9] = [
     "PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR",
 ];
 
+/// Marks `executions` running, with a fresh session id each, in one transaction (one commit,
+/// one fsync, however many are due at once) before any of their processes starts, and returns
+/// what each run needs. A crash from here on leaves `running`, which the next start turns
+/// into `interrupted`.
+pub fn start_batch(
+    c: &mut rusqlite::Connection,
+    executions: &[i64],
+) -> rusqlite::Result<Vec<Prepared>> {
+    let started = sql_time_ms(Timestamp::now());
+    let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let mut out = Vec::with_capacity(executions.len());
+    {
+        let mut select = tx.prepare_cached(
+            "SELECT p.prompt_text, p.model, p.persona, coalesce(j.name, 'manual:' || p.name), j.timeout_seconds
+             FROM job_executions e
+             JOIN prompts p ON p.id = coalesce(e.prompt_id, (SELECT prompt_id FROM scheduled_jobs WHERE id = e.scheduled_job_id))
+             LEFT JOIN scheduled_jobs j ON j.id = e.scheduled_job_id
+             WHERE e.id = ?1 AND e.status = 'pending'",
+        )?;
+        let mut mark = tx.prepare_cached(
+            "UPDATE job_executions SET status = 'running', started_at = ?2, last_seen_at = ?2, session_id = ?3 WHERE id = ?1",
+        )?;
+        for &execution in executions {
+            let session_id = new_uuid();
+            let found = select
+                .query_row([execution], |r| {
+                    Ok(Prepared {
+                        prompt: r.get(0)?,
+                        model: r.get(1)?,
+                        persona: r.get(2)?,
+                        job_name: r.get(3)?,
+                        timeout: r.get(4)?,
+                        execution,
+                        session_id: session_id.clone(),
+                    })
+                })
+                .optional()?;
+            match found {
+                Some(p) => {
+                    mark.execute(params![execution, started, session_id])?;
+                    out.push(p);
+                }
+                None => warn!(execution, "execution vanished before it started"),
+            }
+        }
+    }
+    tx.commit()?;
+    Ok(out)
+}
+
+impl Prepared {
+    pub fn execution(&self) -> i64 {
+        self.execution
+    }
+}
+
+/// One run from the start (manual runs): marked running, then executed.
 pub async fn execute(
     shared: Arc<Shared>,
     execution: i64,
     cancel: runner::Cancel,
     live: runner::Live,
 ) {
+    let s = shared.clone();
+    let prepared =
+        tokio::task::spawn_blocking(move || s.with_conn(move |c| start_batch(c, &[execution])))
+            .await;
+    match prepared {
+        Ok(Ok(mut p)) if !p.is_empty() => run_prepared(shared, p.remove(0), cancel, live).await,
+        other => {
+            warn!(execution, result = ?other.map(|r| r.map(|v| v.len())), "cannot start the execution")
+        }
+    }
+}
+
+/// Runs an execution already marked running, records its end, then applies retention.
+pub async fn run_prepared(
+    shared: Arc<Shared>,
+    prepared: Prepared,
+    cancel: runner::Cancel,
+    live: runner::Live,
+) {
+    let execution = prepared.execution;
     shared.register_run(execution, cancel.clone());
-    execute_registered(&shared, execution, cancel, live).await;
+    run_marked(&shared, prepared, cancel, live).await;
     shared.unregister_run(execution);
     prune(&shared).await;
 }
 
-async fn execute_registered(
+async fn run_marked(
     shared: &Arc<Shared>,
-    execution: i64,
+    prepared: Prepared,
     cancel: runner::Cancel,
     live: runner::Live,
 ) {
-    let s = shared.clone();
-    let prepared = tokio::task::spawn_blocking(move || {
-        s.with_conn(move |c| {
-            c.query_row(
-                "SELECT p.prompt_text, p.model, p.persona, coalesce(j.name, 'manual:' || p.name), j.timeout_seconds
-                 FROM job_executions e
-                 JOIN prompts p ON p.id = coalesce(e.prompt_id, (SELECT prompt_id FROM scheduled_jobs WHERE id = e.scheduled_job_id))
-                 LEFT JOIN scheduled_jobs j ON j.id = e.scheduled_job_id
-                 WHERE e.id = ?1",
-                [execution],
-                |r| Ok(Prepared { prompt: r.get(0)?, model: r.get(1)?, persona: r.get(2)?, job_name: r.get(3)?, timeout: r.get(4)? }),
-            )
-            .optional()
-        })
-    })
-    .await;
-    let prepared = match prepared {
-        Ok(Ok(Some(p))) => p,
-        other => {
-            warn!(execution, result = ?other.map(|r| r.map(|o| o.is_some())), "execution vanished before it started");
-            return;
-        }
-    };
+    let execution = prepared.execution;
     let settings = shared.settings();
-    let session_id = new_uuid();
+    let session_id = prepared.session_id.clone();
     let marker = format!("{}{execution}", shared.marker_prefix());
     let workdir = match runner::make_fresh_dir(&std::env::temp_dir(), &format!("{execution}")) {
         Ok(d) => d,
@@ -125,27 +182,6 @@ async fn execute_registered(
     spec.output_cap = settings.file.output_cap_bytes();
     spec.nofile = crate::ORIGINAL_NOFILE.get().copied();
 
-    // Recorded before the process starts: a crash from here on leaves `running`, which the
-    // next start turns into `interrupted`.
-    let started = sql_time_ms(Timestamp::now());
-    let sid = session_id.clone();
-    let s = shared.clone();
-    let marked = tokio::task::spawn_blocking(move || {
-        s.with_conn(move |c| {
-            c.execute(
-                "UPDATE job_executions SET status = 'running', started_at = ?2, last_seen_at = ?2, session_id = ?3 WHERE id = ?1",
-                params![execution, started, sid],
-            )
-        })
-    })
-    .await;
-    if !matches!(marked, Ok(Ok(1))) {
-        warn!(
-            execution,
-            "cannot mark the execution running; not starting it"
-        );
-        return;
-    }
     info!(execution, job = %prepared.job_name, session = %session_id, "run started");
     let heartbeat = tokio::spawn(heartbeat(shared.clone(), execution));
     let outcome = runner::run(spec, live, cancel).await;
