@@ -194,7 +194,7 @@ fn daemon(args: GlobalArgs, serve: ServeArgs, settings: Settings) -> anyhow::Res
         }
         tokio::spawn(runner::reap_orphans_on_sigchld());
         let scheduler = tokio::spawn(scheduler::Scheduler::new(shared.clone()).run(stop_rx.clone()));
-        tokio::spawn(scheduler::external::watch_database(shared.clone(), stop_rx.clone()));
+        let watcher = tokio::spawn(scheduler::external::watch_database(shared.clone(), stop_rx.clone()));
         // Runs in progress are stopped as soon as the daemon is told to stop (a client following
         // a run must not hold the drain of connections), and recorded before the database closes.
         let stopper = {
@@ -208,10 +208,13 @@ fn daemon(args: GlobalArgs, serve: ServeArgs, settings: Settings) -> anyhow::Res
         server::serve(listener, shared.clone(), stop_rx).await;
         let _ = scheduler.await;
         let _ = stopper.await;
+        let _ = watcher.await;
         anyhow::Ok(())
     })?;
     // The listener removed its socket file when it was dropped; removing the path again could
     // delete a socket another process bound there meanwhile.
+    // No task or blocking thread may touch (and so reopen) the database after this.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(5));
     shared.close_db();
     info!("silica-crond stopped");
     Ok(())
