@@ -135,11 +135,19 @@ fn not_running(settings: &Settings, e: &ConnectError) -> i32 {
     exit_code::UNREACHABLE
 }
 
+/// A connection to the daemon, or the exit code after saying why there is none.
+fn connect(settings: &Settings) -> Result<Connection, i32> {
+    match Connection::open(&settings.socket) {
+        Ok(c) => Ok(c),
+        Err(e) if e.is_unreachable() => Err(not_running(settings, &e)),
+        Err(e) => Err(render::fail(&e.to_string())),
+    }
+}
+
 fn status(settings: &Settings, json: bool) -> i32 {
-    let mut conn = match Connection::open(&settings.socket) {
+    let mut conn = match connect(settings) {
         Ok(c) => c,
-        Err(e) if e.is_unreachable() => return not_running(settings, &e),
-        Err(e) => return render::fail(&e.to_string()),
+        Err(code) => return code,
     };
     match conn.status() {
         Ok(info) => render::status(&info, json),
@@ -148,10 +156,9 @@ fn status(settings: &Settings, json: bool) -> i32 {
 }
 
 fn simple(settings: &Settings, req: Request, what: &str) -> i32 {
-    let mut conn = match Connection::open(&settings.socket) {
+    let mut conn = match connect(settings) {
         Ok(c) => c,
-        Err(e) if e.is_unreachable() => return not_running(settings, &e),
-        Err(e) => return render::fail(&e.to_string()),
+        Err(code) => return code,
     };
     match conn.request(req, render::line) {
         Ok(Ok(exit)) => exit.code as i32,
@@ -161,10 +168,9 @@ fn simple(settings: &Settings, req: Request, what: &str) -> i32 {
 }
 
 fn record(settings: &Settings, req: Request, json: bool) -> i32 {
-    let mut conn = match Connection::open(&settings.socket) {
+    let mut conn = match connect(settings) {
         Ok(c) => c,
-        Err(e) if e.is_unreachable() => return not_running(settings, &e),
-        Err(e) => return render::fail(&e.to_string()),
+        Err(code) => return code,
     };
     let is_run = matches!(
         req,

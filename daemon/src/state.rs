@@ -267,14 +267,7 @@ impl Shared {
     /// Processes of this daemon's runs carry `SILICA_CRON_EXECUTION_ID=<prefix><id>`; the prefix
     /// (a hash of the database path) keeps two daemons' runs apart.
     pub fn marker_prefix(&self) -> String {
-        let db = self.settings().db.clone();
-        let h = db
-            .as_os_str()
-            .as_encoded_bytes()
-            .iter()
-            .fold(0xcbf29ce484222325u64, |h, b| {
-                (h ^ *b as u64).wrapping_mul(0x100000001b3)
-            });
+        let h = proto::paths::fnv1a(self.settings().db.as_os_str().as_encoded_bytes());
         format!("{:08x}-", h as u32)
     }
 

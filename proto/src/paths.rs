@@ -173,7 +173,8 @@ pub fn sqlite_url_for(db: &Path) -> String {
     format!("sqlite:///{}", db.display())
 }
 
-fn fnv1a(bytes: &[u8]) -> u64 {
+/// FNV-1a: a stable short hash for names derived from a path (socket names, run markers).
+pub fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf29ce484222325u64, |h, b| {
         (h ^ *b as u64).wrapping_mul(0x100000001b3)
     })
