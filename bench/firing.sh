@@ -3,7 +3,8 @@
 # same run:
 #
 #   1. firing lag (scheduled instant -> first instruction of the run's main()) with 1, 1,000 and
-#      10,000 active jobs, one minute each, about N/60 of them due that minute; the anchor is a
+#      10,000 active jobs, one minute each, about N/60 of them due that minute, and with 10,000
+#      active jobs of which exactly one is due (DESIGN §9's figure); the anchor is a
 #      bare CLOCK_REALTIME timerfd wake-up followed by posix_spawn of the same runner;
 #   2. start rate with 10,000 jobs due at once, against posix_spawn + waitpid of /bin/true, and
 #      the time until all 10,000 are recorded as completed;
@@ -26,10 +27,12 @@
 #   BENCH_BURST_CONCURRENCY max_concurrent_runs for 2 (default the number of jobs)
 #   BENCH_BURST_WAIT        seconds after the instant to wait for all of 2 to complete (default 90)
 #   BENCH_STOP_SECS         seconds a daemon gets to exit after SIGTERM before SIGKILL (default 20)
+#   BENCH_ONE_MINUTES       minutes of the "10,000 jobs, 1 due" configuration, one lag sample each
+#                           (default 5)
 #   BENCH_OUT               also write the Markdown summary to this file
 #   BENCH_KEEP              keep the temp directory (databases, daemon logs, raw results)
 #
-# Needs cargo, cc, sqlite3 and python3. Takes 4-6 minutes: each configuration waits for a
+# Needs cargo, cc, sqlite3 and python3. Takes 9-11 minutes: each configuration waits for a
 # minute boundary, and the shorter work (anchors, `cargo bench`) runs while it waits.
 set -euo pipefail
 
@@ -41,11 +44,12 @@ settle="${BENCH_SETTLE_SECS:-12}"
 stop_secs="${BENCH_STOP_SECS:-20}"
 burst_wait="${BENCH_BURST_WAIT:-90}"
 anchor_samples="${BENCH_ANCHOR_SAMPLES:-50}"
+one_minutes="${BENCH_ONE_MINUTES:-5}"
 burst_jobs="${BENCH_BURST_JOBS:-10000}"
 burst_conc="${BENCH_BURST_CONCURRENCY:-$burst_jobs}"
 cmdline=""
 for v in BENCH_IDLE_SECS BENCH_SETTLE_SECS BENCH_ANCHOR_SAMPLES BENCH_BURST_JOBS BENCH_BURST_CONCURRENCY \
-    BENCH_BURST_WAIT BENCH_STOP_SECS; do
+    BENCH_BURST_WAIT BENCH_STOP_SECS BENCH_ONE_MINUTES; do
     [ -n "${!v:-}" ] && cmdline+="$v=${!v} "
 done
 cmdline+="bench/firing.sh${*:+ $*}"
@@ -53,7 +57,7 @@ cmdline+="bench/firing.sh${*:+ $*}"
 die() { echo "bench: error: $*" >&2; exit 1; }
 step() { printf '\n== %s\n' "$*"; }
 
-for n in "$idle_secs" "$settle" "$anchor_samples" "$burst_jobs" "$burst_conc" "$burst_wait" "$stop_secs"; do
+for n in "$idle_secs" "$settle" "$anchor_samples" "$burst_jobs" "$burst_conc" "$burst_wait" "$stop_secs" "$one_minutes"; do
     [[ "$n" =~ ^[1-9][0-9]*$ ]] || die "expected a positive integer, got '$n'"
 done
 for tool in cc sqlite3 python3 cargo; do
@@ -258,6 +262,36 @@ measure() {
         --instant "$t" --expect "$expect" --jobs "$jobs" --until "$until" --starts "$d/starts.log" >>"$results"
 }
 
+# measure_one NAME LABEL JOBS MINUTES: like measure, for a database where only job 0 is due each
+# minute; the daemon stays up for MINUTES boundaries, one lag sample each.
+measure_one() {
+    local name="$1" label="$2" jobs="$3" minutes="$4" d="$work/$1" t at n until instants=()
+    start_daemon "$name"
+    t="$(next_boundary)"
+    echo "$label: daemon up (pid ${daemon_pid[$name]}); one run due at each of $minutes minutes from $(utc "$t") UTC"
+    for ((k = 0; k < minutes; k++)); do
+        at="$(utc "$t")"
+        fill_until "$t"
+        sleep_until_ns $(((t + 1) * 1000000000))
+        while :; do
+            n="$(sqlite3 -readonly "$d/db/silica-cron.db" \
+                "SELECT count(*) FROM job_executions WHERE scheduled_for = '$at' AND status NOT IN ('pending', 'running')" 2>/dev/null)" || n=0
+            [ "$n" -ge 1 ] && break
+            if (($(now_ns) > (t + 30) * 1000000000)); then
+                echo "  timed out: the run due at $at is not recorded at +30 s"
+                break
+            fi
+            sleep 0.25
+        done
+        instants+=("$t")
+        t=$((t + 60))
+    done
+    until="$(now_ns)"
+    stop_daemon "$name"
+    python3 bench/firing_stats.py fire --label "$label" --db "$d/db/silica-cron.db" \
+        --instant "${instants[@]}" --expect "$minutes" --jobs "$jobs" --until "$until" --starts "$d/starts.log" >>"$results"
+}
+
 # Per-thread context switches: tid, name, voluntary, nonvoluntary.
 switches() {
     local s
@@ -274,6 +308,8 @@ prepare idle 10000 "(i % 60) || ' ' || ((i / 60) % 24) || ' 1 1 *'" 512
 prepare n1 1 "'* * * * *'" 512
 prepare n1000 1000 "(i % 60) || ' * * * *'" 512
 prepare n10000 10000 "(i % 60) || ' * * * *'" 512
+# One job every minute; the 9,999 others on January 1st (the idle daemon's expressions).
+prepare one10000 10000 "CASE WHEN i = 0 THEN '* * * * *' ELSE (i % 60) || ' ' || ((i / 60) % 24) || ' 1 1 *' END" 512
 prepare burst "$burst_jobs" "'* * * * *'" "$burst_conc" # made 'M * * * *' for its minute
 
 step "idle daemon: 10,000 jobs, none due; counted from here until the firing runs are done"
@@ -288,6 +324,7 @@ step "firing lag, one minute per configuration"
 measure n1 "1 job" 1 30 0
 measure n1000 "1,000 jobs" 1000 30 1
 measure n10000 "10,000 jobs" 10000 30 1
+measure_one one10000 "10,000 jobs, 1 due" 10000 "$one_minutes"
 
 step "start rate: $burst_jobs jobs due at once (max_concurrent_runs = $burst_conc)"
 measure burst "burst $burst_jobs" "$burst_jobs" "$burst_wait" 0

@@ -119,12 +119,13 @@ fn run_daemon(args: GlobalArgs, serve: ServeArgs, settings: Settings) -> ExitCod
     }
 }
 
-/// Each control connection takes a descriptor, and the usual soft limit (1024, systemd's default
-/// too) is below the default `max_connections`: past it, accept fails and clients wait in the
-/// backlog instead of being served or refused. Raise the soft limit to the hard one.
 /// The open-files soft limit the daemon started with, before it raised its own.
 pub static ORIGINAL_NOFILE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
 
+/// Each control connection takes a descriptor, and so does each run (three), and the usual
+/// soft limit (1024, systemd's default too) is below the default `max_connections`: past it,
+/// accept fails and clients wait in the backlog instead of being served or refused. Raise the
+/// soft limit towards the hard one.
 fn raise_fd_limit() {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
@@ -171,6 +172,10 @@ fn daemon(args: GlobalArgs, serve: ServeArgs, settings: Settings) -> anyhow::Res
     let shared = Arc::new(Shared::new(args, serve, settings.clone(), db));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        // Blocking work is database calls (serialized by its mutex) and /proc sweeps (shared
+        // through one snapshot); tokio's default of 512 threads only added contention when
+        // thousands of runs stopped at once.
+        .max_blocking_threads(32)
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async {

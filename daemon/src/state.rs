@@ -30,6 +30,8 @@ pub struct Shared {
     runs: Mutex<std::collections::HashMap<i64, runner::Cancel>>,
     /// Migrations holding or waiting for the database lock: status must not wait for them inline.
     migrating: std::sync::atomic::AtomicUsize,
+    /// The queue of run ends to the task that records them (started on first use).
+    pub ends: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<crate::scheduler::run::End>>,
 }
 
 /// Where the database stands against the revision files.
@@ -53,6 +55,7 @@ impl Shared {
             replan: tokio::sync::Notify::new(),
             runs: Mutex::new(std::collections::HashMap::new()),
             migrating: std::sync::atomic::AtomicUsize::new(0),
+            ends: std::sync::OnceLock::new(),
         }
     }
 

@@ -3,6 +3,8 @@
 
 use std::sync::Arc;
 
+use std::os::fd::AsRawFd;
+
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::{broadcast, watch};
 
@@ -29,8 +31,10 @@ pub(crate) struct Captured {
 
 const READ_SIZE: usize = 64 * 1024;
 
-/// Reads `r` to EOF (or until `stop` turns true), keeping at most `cap` bytes.
-pub(crate) async fn capture<R: AsyncRead + Unpin>(
+/// Reads `r` to EOF (or until `stop` turns true), keeping at most `cap` bytes. When stopped,
+/// whatever the pipe already holds is still read (a busy daemon may be told to stop before it
+/// got round to reading output that a finished job wrote long ago).
+pub(crate) async fn capture<R: AsyncRead + AsRawFd + Unpin>(
     mut r: R,
     stream: Stream,
     cap: usize,
@@ -39,23 +43,45 @@ pub(crate) async fn capture<R: AsyncRead + Unpin>(
 ) -> Captured {
     let mut out = Captured::default();
     let mut buf = vec![0u8; READ_SIZE];
+    let mut stopped = false;
+    // After the stop, a pipe holds at most its capacity (64 KiB by default, 1 MiB at most
+    // unprivileged); the bound keeps a writer that escaped the kill from holding us here.
+    let mut reads_after_stop = 0;
     loop {
-        if *stop.borrow() {
-            break;
-        }
-        let n = tokio::select! {
-            biased;
-            r = r.read(&mut buf) => match r {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(_) => break,
-            },
-            c = stop.changed() => {
-                if c.is_err() || *stop.borrow() {
-                    break;
-                }
+        let n = if stopped || *stop.borrow() {
+            stopped = true;
+            reads_after_stop += 1;
+            if reads_after_stop > 32 {
+                break;
+            }
+            // Non-blocking reads of what is already there, bypassing the reactor's readiness
+            // (which may not have caught up): the descriptor is in non-blocking mode.
+            // SAFETY: reads into our buffer from a descriptor `r` owns.
+            let got = unsafe { libc::read(r.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+            if got > 0 {
+                got as usize
+            } else if got < 0
+                && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted
+            {
                 continue;
+            } else {
+                break; // EOF, EAGAIN (nothing more now) or an error
+            }
+        } else {
+            tokio::select! {
+                biased;
+                r = r.read(&mut buf) => match r {
+                    Ok(0) => break,
+                    Ok(n) => n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(_) => break,
+                },
+                c = stop.changed() => {
+                    if c.is_err() || *stop.borrow() {
+                        stopped = true;
+                    }
+                    continue;
+                }
             }
         };
         let data = &buf[..n];

@@ -24,26 +24,31 @@
 //! the group and rewrites its environment (`setsid env -i ...`) after the main process has
 //! exited cannot be attributed to the run; only a cgroup could catch that.
 //!
-//! # Reaping without stealing statuses
-//! tokio reaps each child with `waitpid(pid)` on its own pids. The runner registers every
-//! main child in a process-wide set while holding that set's lock around the spawn, so there
-//! is no instant at which it exists untracked. [`reap_orphans`] holds the same lock, lists
-//! the daemon's children (`/proc/self/task/*/children`, or a /proc scan), and calls
-//! `waitpid(pid, WNOHANG)` only on zombies that are not registered. It never waits on `-1`.
-//! Any other child the daemon spawns must go through [`spawn_tracked`].
+//! # Starting and reaping
+//! The child is started vfork-style (`clone(CLONE_VM | CLONE_VFORK | CLONE_PIDFD)`, see
+//! `spawn.rs`), which costs the same however large the daemon is, and the run waits for it on
+//! its pidfd and reaps it with `waitpid(pid)`. The runner registers every main child in a
+//! process-wide set while holding that set's lock around the spawn, so there is no instant at
+//! which it exists untracked. [`reap_orphans`] lists the daemon's children
+//! (`/proc/self/task/*/children`, or a /proc scan) and calls `waitpid(pid, WNOHANG)` only on
+//! those that are not registered. It never waits on `-1`. Any other child the daemon spawns
+//! must go through [`spawn_tracked`].
 
 mod capture;
 mod procs;
+mod spawn;
 mod workdir;
 
 use std::collections::HashSet;
 use std::io;
+use std::os::fd::OwnedFd;
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
-use std::process::{ExitStatus, Stdio};
+use std::process::ExitStatus;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use tokio::io::unix::AsyncFd;
 use tokio::sync::{broadcast, oneshot, watch};
 use tokio::time::Instant;
 
@@ -256,29 +261,26 @@ pub async fn run(spec: Spec, live: Live, cancel: Cancel) -> Outcome {
         workdir: remove_after.then(|| dir.clone()),
     };
 
-    let mut cmd = tokio::process::Command::new(&spec.argv[0]);
-    cmd.args(&spec.argv[1..])
-        .env_clear()
-        .envs(
-            spec.env
-                .iter()
-                .filter(|(k, _)| !is_forbidden_var(k))
-                .map(|(k, v)| (k, v)),
-        )
-        .env(EXECUTION_ID_VAR, &spec.marker)
-        .current_dir(&dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    let nofile = spec.nofile;
-    // SAFETY: the closure runs between fork and exec and only makes async-signal-safe calls.
-    unsafe {
-        cmd.pre_exec(move || child_setup(nofile));
+    // The child's whole environment; a later entry replaces an earlier one of the same name.
+    let mut env: Vec<(String, String)> = Vec::with_capacity(spec.env.len() + 1);
+    let marker_var = (EXECUTION_ID_VAR.to_string(), spec.marker.clone());
+    for (k, v) in spec
+        .env
+        .iter()
+        .filter(|(k, _)| !is_forbidden_var(k))
+        .chain(std::iter::once(&marker_var))
+    {
+        match env.iter_mut().find(|(name, _)| name == k) {
+            Some(slot) => slot.1 = v.clone(),
+            None => env.push((k.clone(), v.clone())),
+        }
     }
 
-    let spawned = spawn_tracked(|| cmd.spawn(), |c| c.id());
-    let (mut child, tracked) = match spawned {
+    let spawned = spawn_tracked(
+        || spawn::spawn(&spec.argv, &env, &dir, spec.nofile),
+        |c| Some(c.pid as u32),
+    );
+    let (child, tracked) = match spawned {
         Ok(x) => x,
         Err(e) => {
             let msg = format!("cannot execute {}: {e}", spec.argv[0]);
@@ -286,10 +288,29 @@ pub async fn run(spec: Spec, live: Live, cancel: Cancel) -> Outcome {
             return fail(out, msg);
         }
     };
-    let pid = child.id().unwrap_or(0);
-    out.pid = Some(pid);
+    let pid = child.pid as u32;
+    // From here on the child runs; if anything below fails, the drop guard stops it.
     cleanup.pgid = pid as i32;
     cleanup.child_alive = true;
+    let pipes = (
+        tokio::net::unix::pipe::Receiver::from_owned_fd(child.stdout),
+        tokio::net::unix::pipe::Receiver::from_owned_fd(child.stderr),
+    );
+    let (mut child, stdout_pipe, stderr_pipe) = match (Process::new(pid as i32, child.pidfd), pipes)
+    {
+        (Ok(p), (Ok(o), Ok(e))) => (p, o, e),
+        (p, (o, e)) => {
+            let err = [p.err(), o.err(), e.err()].into_iter().flatten().next();
+            let msg = format!("cannot watch the process of {}: {err:?}", spec.argv[0]);
+            cleanup.pgid = 0;
+            procs::signal_group(pid as i32, libc::SIGKILL);
+            // Untracked now, so the orphan reaper collects it.
+            drop(tracked);
+            out.cleanup_error = cleanup.finish().await;
+            return fail(out, msg);
+        }
+    };
+    out.pid = Some(pid);
     if let Some(tx) = live.started {
         let _ = tx.send(Started {
             pid,
@@ -300,24 +321,20 @@ pub async fn run(spec: Spec, live: Live, cancel: Cancel) -> Outcome {
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let cap = spec.output_cap;
-    let stdout_task = child.stdout.take().map(|s| {
-        tokio::spawn(capture::capture(
-            s,
-            Stream::Stdout,
-            cap,
-            live.output.clone(),
-            stop_rx.clone(),
-        ))
-    });
-    let stderr_task = child.stderr.take().map(|s| {
-        tokio::spawn(capture::capture(
-            s,
-            Stream::Stderr,
-            cap,
-            live.output.clone(),
-            stop_rx.clone(),
-        ))
-    });
+    let stdout_task = tokio::spawn(capture::capture(
+        stdout_pipe,
+        Stream::Stdout,
+        cap,
+        live.output.clone(),
+        stop_rx.clone(),
+    ));
+    let stderr_task = tokio::spawn(capture::capture(
+        stderr_pipe,
+        Stream::Stderr,
+        cap,
+        live.output.clone(),
+        stop_rx.clone(),
+    ));
     drop(live.output);
 
     let deadline = Instant::now() + spec.timeout;
@@ -361,14 +378,8 @@ pub async fn run(spec: Spec, live: Live, cancel: Cancel) -> Outcome {
     // a moment, then stop reading.
     let drain_limit = spec.grace.max(Duration::from_millis(500));
     let collect = async {
-        let o = match stdout_task {
-            Some(t) => t.await.unwrap_or_default(),
-            None => Default::default(),
-        };
-        let e = match stderr_task {
-            Some(t) => t.await.unwrap_or_default(),
-            None => Default::default(),
-        };
+        let o = stdout_task.await.unwrap_or_default();
+        let e = stderr_task.await.unwrap_or_default();
         (o, e)
     };
     tokio::pin!(collect);
@@ -390,6 +401,49 @@ pub async fn run(spec: Spec, live: Live, cancel: Cancel) -> Outcome {
     out
 }
 
+/// The main child: its pid (ours to reap, tracked against the orphan reaper) and its pidfd,
+/// which becomes readable when it exits.
+struct Process {
+    pid: i32,
+    exited: AsyncFd<OwnedFd>,
+    status: Option<ExitStatus>,
+}
+
+impl Process {
+    fn new(pid: i32, pidfd: OwnedFd) -> io::Result<Self> {
+        Ok(Process {
+            pid,
+            // SAFETY: the OwnedFd stays open, unchanged, for as long as the AsyncFd owns it.
+            exited: unsafe {
+                AsyncFd::register_with_interest(pidfd, tokio::io::Interest::READABLE)?
+            },
+            status: None,
+        })
+    }
+
+    /// Reaps the child if it has exited.
+    fn try_wait(&mut self) -> io::Result<Option<ExitStatus>> {
+        if self.status.is_none() {
+            self.status = spawn::try_reap(self.pid)?.map(ExitStatus::from_raw);
+        }
+        Ok(self.status)
+    }
+
+    /// Waits until the child exits and reaps it. Cancel-safe.
+    async fn wait(&mut self) -> io::Result<ExitStatus> {
+        loop {
+            if let Some(st) = self.try_wait()? {
+                return Ok(st);
+            }
+            let mut ready = self.exited.readable().await?;
+            match spawn::try_reap(self.pid)? {
+                Some(raw) => self.status = Some(ExitStatus::from_raw(raw)),
+                None => ready.clear_ready(),
+            }
+        }
+    }
+}
+
 fn exit_status(r: io::Result<ExitStatus>) -> Status {
     match r {
         Ok(st) => match (st.code(), st.signal()) {
@@ -400,51 +454,6 @@ fn exit_status(r: io::Result<ExitStatus>) -> Status {
         // Only possible if someone else reaped our child (a waitpid(-1) elsewhere).
         Err(e) => Status::SpawnFailed(format!("lost the child's exit status: {e}")),
     }
-}
-
-/// Runs in the child between fork and exec. Async-signal-safe calls only.
-fn child_setup(nofile: Option<u64>) -> io::Result<()> {
-    // SAFETY: all calls below are async-signal-safe syscalls on plain values.
-    unsafe {
-        if libc::setpgid(0, 0) != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        if let Some(n) = nofile {
-            let mut lim = libc::rlimit {
-                rlim_cur: 0,
-                rlim_max: 0,
-            };
-            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
-                lim.rlim_cur = (n as libc::rlim_t).min(lim.rlim_max);
-                if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
-                    return Err(io::Error::last_os_error());
-                }
-            }
-        }
-        // Ignored signals survive exec; a job starts with the defaults (std already resets
-        // SIGPIPE and the signal mask).
-        for sig in [
-            libc::SIGHUP,
-            libc::SIGINT,
-            libc::SIGQUIT,
-            libc::SIGTERM,
-            libc::SIGUSR1,
-            libc::SIGUSR2,
-            libc::SIGALRM,
-            libc::SIGCHLD,
-        ] {
-            libc::signal(sig, libc::SIG_DFL);
-        }
-        // Any descriptor the daemon forgot to mark close-on-exec (lock file, database,
-        // sockets) must not leak into a job. Best effort: needs Linux 5.11.
-        libc::syscall(
-            libc::SYS_close_range,
-            3 as libc::c_uint,
-            libc::c_uint::MAX,
-            libc::CLOSE_RANGE_CLOEXEC as libc::c_uint,
-        );
-    }
-    Ok(())
 }
 
 /// State needed to clean up after a run, also when the run's future is dropped.
@@ -479,7 +488,8 @@ impl Drop for Cleanup {
             if self.child_alive {
                 procs::signal_group(self.pgid, libc::SIGKILL);
             }
-            for p in procs::find_run_processes(&self.marker, self.pgid) {
+            let now = std::time::Instant::now();
+            for p in procs::find_run_processes(&self.marker, self.pgid, now) {
                 procs::signal_exact(&p, libc::SIGKILL);
             }
         }
@@ -491,25 +501,26 @@ impl Drop for Cleanup {
 
 /// Finds the run's live processes and sends `sig` to those not in `skip` and, when
 /// `group_done` (the group was just signalled as a whole), not in the process group either.
-/// Runs off the async threads and reaps orphans on the way.
+/// Runs off the async threads.
 async fn sweep(
     marker: &str,
     pgid: i32,
     sig: libc::c_int,
     skip: &HashSet<(i32, u64)>,
     group_done: bool,
+    not_before: std::time::Instant,
 ) -> Vec<procs::ProcStat> {
     let marker = marker.to_owned();
     let skip = skip.clone();
     tokio::task::spawn_blocking(move || {
-        let found = procs::find_run_processes(&marker, pgid);
+        let found = procs::find_run_processes(&marker, pgid, not_before);
         for p in &found {
             let already = skip.contains(&(p.pid, p.start)) || (group_done && p.pgrp == pgid);
             if !already {
                 procs::signal_exact(p, sig);
             }
         }
-        procs::reap_orphans();
+        // Orphans killed here are reaped by the SIGCHLD reaper; a zombie is never "found".
         found
     })
     .await
@@ -521,26 +532,29 @@ async fn sweep(
 /// are gone or `grace` has passed; then SIGKILL the same way until none is left. With
 /// `child == None` the main process has already exited and been reaped and only leftovers
 /// are handled. Returns how many processes other than the main one were found.
-async fn stop_tree(
-    mut child: Option<&mut tokio::process::Child>,
-    c: &mut Cleanup,
-    grace: Duration,
-) -> usize {
+async fn stop_tree(mut child: Option<&mut Process>, c: &mut Cleanup, grace: Duration) -> usize {
     let main_pid = c.pgid;
     let mut others: HashSet<(i32, u64)> = HashSet::new();
     let mut signalled: HashSet<(i32, u64)> = HashSet::new();
     let mut sig = libc::SIGTERM;
     let mut group_signalled = false;
     let mut phase_end = Instant::now() + grace;
+    // The last time something changed for this run (a signal sent, the main child reaped): a
+    // sweep must see /proc as it was after that.
+    let mut last_change = std::time::Instant::now();
     loop {
         let mut group_done = false;
         if c.child_alive && !group_signalled {
             procs::signal_group(c.pgid, sig);
             group_signalled = true;
             group_done = true;
+            last_change = std::time::Instant::now();
         }
         // Each process gets one SIGTERM (a second one means "hurry" to some programs).
-        let found = sweep(&c.marker, c.pgid, sig, &signalled, group_done).await;
+        let found = sweep(&c.marker, c.pgid, sig, &signalled, group_done, last_change).await;
+        if found.iter().any(|p| !signalled.contains(&(p.pid, p.start))) {
+            last_change = std::time::Instant::now();
+        }
         for p in &found {
             signalled.insert((p.pid, p.start));
             if p.pid != main_pid {
@@ -572,6 +586,7 @@ async fn stop_tree(
             Some(ch) if c.child_alive => {
                 if tokio::time::timeout(nap, ch.wait()).await.is_ok() {
                     c.child_alive = false;
+                    last_change = std::time::Instant::now();
                 }
             }
             _ => tokio::time::sleep(nap).await,

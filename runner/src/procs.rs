@@ -7,7 +7,8 @@ use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
 
 /// Pids of children whose exit status belongs to someone else (tokio, the caller).
 static TRACKED: Mutex<Option<HashSet<u32>>> = Mutex::new(None);
@@ -83,39 +84,63 @@ pub fn is_subreaper() -> bool {
 
 /// Reaps zombie children that nobody else waits for (orphans of jobs reparented to this
 /// subreaper). Non-blocking; returns how many were reaped. Never touches children spawned
-/// by [`crate::run`] or [`spawn_tracked`]. Cheap: reads this process's `children` lists.
+/// by [`crate::run`] or [`spawn_tracked`]. Reads this process's `children` lists.
 pub fn reap_orphans() -> usize {
+    reap_pass().reaped
+}
+
+struct Pass {
+    reaped: usize,
+    /// Untracked children still running (orphans that have not exited yet).
+    live: usize,
+}
+
+fn reap_pass() -> Pass {
+    // The list is read without the registry lock (it is long when many runs are in flight and
+    // spawns wait on that lock). That is safe: under the lock, a pid that is not tracked is
+    // either an orphan or no child of ours at all (a tracked child's pid cannot be reused by a
+    // spawn without being tracked again), and waitpid(pid, WNOHANG) on it reaps an exited
+    // orphan or does nothing.
+    let children = children_of_self(std::process::id() as i32);
     let guard = tracked();
-    let me = std::process::id() as i32;
-    let mut reaped = 0;
-    for pid in children_of_self(me) {
+    let mut pass = Pass { reaped: 0, live: 0 };
+    for pid in children {
         if guard.as_ref().is_some_and(|s| s.contains(&(pid as u32))) {
             continue;
-        }
-        match read_stat(pid) {
-            Some(st) if st.ppid == me && st.is_zombie() => {}
-            _ => continue,
         }
         let mut status = 0;
         // SAFETY: waitpid on a specific pid with WNOHANG.
         let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
         if r == pid {
-            reaped += 1;
+            pass.reaped += 1;
+        } else if r == 0 {
+            pass.live += 1;
         }
     }
-    reaped
+    pass
 }
 
-/// Runs [`reap_orphans`] on every SIGCHLD, forever. Spawn it once in the daemon (it sleeps
-/// when no child exits, so it adds no idle wake-ups).
+/// Runs [`reap_orphans`] on SIGCHLD, forever. Spawn it once in the daemon. It sleeps when no
+/// child exits (no idle wake-ups), handles at most one pass per 20 ms however many children
+/// exit (a pass reads the list of every child), and while orphans are alive it looks again
+/// every second, so one that exits just after a pass is not left a zombie.
 pub async fn reap_orphans_on_sigchld() -> io::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
+    const MIN_GAP: std::time::Duration = std::time::Duration::from_millis(20);
+    const RECHECK: std::time::Duration = std::time::Duration::from_secs(1);
     let mut chld = signal(SignalKind::child())?;
-    reap_orphans();
-    while chld.recv().await.is_some() {
-        reap_orphans();
+    loop {
+        let pass = tokio::task::spawn_blocking(reap_pass)
+            .await
+            .unwrap_or(Pass { reaped: 0, live: 1 });
+        tokio::time::sleep(MIN_GAP).await;
+        if pass.live > 0 {
+            // A signal that arrived meanwhile is still pending in `chld`.
+            let _ = tokio::time::timeout(RECHECK, chld.recv()).await;
+        } else if chld.recv().await.is_none() {
+            return Ok(());
+        }
     }
-    Ok(())
 }
 
 /// After the main process exited and was reaped: true when nothing of the run can be left, so
@@ -123,6 +148,12 @@ pub async fn reap_orphans_on_sigchld() -> io::Result<()> {
 /// empty, and this process must have no children besides tracked ones: a descendant that left
 /// the group has its topmost escaped ancestor orphaned once the main process is gone, and a
 /// subreaper gets every orphan as its own child.
+///
+/// Orphans are given to the subreaper's first live thread, its main thread (the kernel's
+/// `find_new_reaper` / `find_alive_thread`), so only the main thread's `children` list is read:
+/// the runs' main processes are children of whichever threads spawned them, and reading all
+/// of those lists on every exit made a 10,000-run burst quadratic. (The tests of leftovers
+/// after a normal exit check this on the running kernel.)
 pub(crate) fn nothing_left_after_exit(pgid: i32) -> bool {
     if pgid <= 0 || !crate::is_subreaper() {
         return false;
@@ -133,9 +164,16 @@ pub(crate) fn nothing_left_after_exit(pgid: i32) -> bool {
     {
         return false;
     }
-    let guard = tracked();
     let me = std::process::id() as i32;
-    children_of_self(me)
+    let children = match fs::read_to_string(format!("/proc/self/task/{me}/children")) {
+        Ok(s) => s
+            .split_ascii_whitespace()
+            .filter_map(|x| x.parse::<i32>().ok())
+            .collect(),
+        Err(_) => children_of_self(me),
+    };
+    let guard = tracked();
+    children
         .into_iter()
         .all(|pid| guard.as_ref().is_some_and(|s| s.contains(&(pid as u32))))
 }
@@ -215,28 +253,73 @@ fn all_procs() -> Vec<ProcStat> {
         .collect()
 }
 
-fn environ_has(pid: i32, entry: &[u8]) -> bool {
-    match fs::read(format!("/proc/{pid}/environ")) {
-        Ok(env) => env.split(|&b| b == 0).any(|e| e == entry),
-        Err(_) => false,
-    }
+/// The value of `SILICA_CRON_EXECUTION_ID` in a process's environment, if any.
+fn marker_of(pid: i32) -> Option<Vec<u8>> {
+    let env = fs::read(format!("/proc/{pid}/environ")).ok()?;
+    let prefix = format!("{}=", crate::EXECUTION_ID_VAR).into_bytes();
+    env.split(|&b| b == 0)
+        .find_map(|e| e.strip_prefix(prefix.as_slice()).map(<[u8]>::to_vec))
 }
 
-/// Live (non-zombie) processes descending from this process that belong to the run:
-/// in process group `pgid`, or carrying `SILICA_CRON_EXECUTION_ID=<marker>`.
-pub(crate) fn find_run_processes(marker: &str, pgid: i32) -> Vec<ProcStat> {
+/// One read of /proc: this process's live descendants, indexed by process group and by run
+/// marker, shared by every run that needs a sweep. When thousands of runs stop at once (a
+/// daemon stopping), each reading all of /proc for itself made stopping quadratic.
+struct Snapshot {
+    /// When the read began: it shows every process that existed then and still exists.
+    taken: Instant,
+    by_group: HashMap<i32, Vec<ProcStat>>,
+    by_marker: HashMap<Vec<u8>, Vec<ProcStat>>,
+}
+
+static SNAPSHOT: Mutex<Option<Arc<Snapshot>>> = Mutex::new(None);
+
+fn take_snapshot() -> Snapshot {
+    let taken = Instant::now();
     let me = std::process::id() as i32;
     let procs = all_procs();
     let parent: HashMap<i32, i32> = procs.iter().map(|p| (p.pid, p.ppid)).collect();
     let mut memo: HashMap<i32, bool> = HashMap::new();
     memo.insert(me, true);
-    let entry = format!("{}={}", crate::EXECUTION_ID_VAR, marker).into_bytes();
-    let mut out = Vec::new();
-    for p in &procs {
+    let mut snap = Snapshot {
+        taken,
+        by_group: HashMap::new(),
+        by_marker: HashMap::new(),
+    };
+    for p in procs {
         if p.pid == me || p.is_zombie() || !descends(p.pid, &parent, &mut memo) {
             continue;
         }
-        if (pgid > 0 && p.pgrp == pgid) || environ_has(p.pid, &entry) {
+        snap.by_group.entry(p.pgrp).or_default().push(p);
+        if let Some(m) = marker_of(p.pid) {
+            snap.by_marker.entry(m).or_default().push(p);
+        }
+    }
+    snap
+}
+
+/// Live (non-zombie) processes descending from this process that belong to the run:
+/// in process group `pgid`, or carrying `SILICA_CRON_EXECUTION_ID=<marker>`, as seen by a
+/// read of /proc that began no earlier than `not_before`. Callers pass the last moment
+/// something changed for them (a signal sent, the main process reaped), so that concurrent
+/// callers share one read while none gets an answer older than its own last change.
+pub(crate) fn find_run_processes(marker: &str, pgid: i32, not_before: Instant) -> Vec<ProcStat> {
+    let snap = {
+        let mut cached = SNAPSHOT.lock().unwrap_or_else(|e| e.into_inner());
+        match cached.as_ref() {
+            Some(s) if s.taken >= not_before => s.clone(),
+            _ => {
+                let s = Arc::new(take_snapshot());
+                *cached = Some(s.clone());
+                s
+            }
+        }
+    };
+    let mut out: Vec<ProcStat> = Vec::new();
+    if pgid > 0 {
+        out.extend(snap.by_group.get(&pgid).into_iter().flatten());
+    }
+    for p in snap.by_marker.get(marker.as_bytes()).into_iter().flatten() {
+        if !out.iter().any(|q| q.pid == p.pid) {
             out.push(*p);
         }
     }

@@ -122,6 +122,57 @@ async fn environment_is_exactly_the_given_one_minus_service_plumbing() {
 }
 
 #[tokio::test]
+async fn a_bare_program_name_is_looked_up_in_the_jobs_path() {
+    setup();
+    let bin = tempfile::tempdir().unwrap();
+    let tool = bin.path().join("silica-test-tool");
+    std::fs::write(&tool, "#!/bin/sh\necho found \"$0\"\n").unwrap();
+    std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut spec = Spec::new(vec!["silica-test-tool".into()], common::marker("path"));
+    spec.env = vec![(
+        "PATH".into(),
+        format!("/nonexistent:{}:/usr/bin:/bin", bin.path().display()),
+    )];
+    let out = run_plain(spec).await;
+    assert_eq!(out.status, Status::Exited(0), "{}", out.stderr);
+    assert_eq!(out.stdout, format!("found {}\n", tool.display()));
+
+    // Not on that PATH: a spawn failure naming the program.
+    let mut spec = Spec::new(vec!["silica-test-tool".into()], common::marker("nopath"));
+    spec.env = vec![("PATH".into(), "/usr/bin:/bin".into())];
+    match run_plain(spec).await.status {
+        Status::SpawnFailed(msg) => {
+            assert!(msg.contains("silica-test-tool"), "{msg}");
+            assert!(msg.contains("No such file"), "{msg}");
+        }
+        other => panic!("expected SpawnFailed, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn signals_the_daemon_ignores_or_blocks_are_default_in_the_job() {
+    setup();
+    // As if the daemon had been started under nohup with SIGUSR1 ignored, and some thread
+    // blocks SIGUSR2.
+    unsafe {
+        libc::signal(libc::SIGUSR1, libc::SIG_IGN);
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGUSR2);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+    }
+    let out = run_plain(sh("grep -E '^Sig(Ign|Blk):' /proc/$$/status", "sigs")).await;
+    unsafe { libc::signal(libc::SIGUSR1, libc::SIG_DFL) };
+    let mask = |name: &str| {
+        let line = out.stdout.lines().find(|l| l.starts_with(name)).unwrap();
+        u64::from_str_radix(line.split_whitespace().nth(1).unwrap(), 16).unwrap()
+    };
+    let bit = |sig: i32| 1u64 << (sig - 1);
+    assert_eq!(mask("SigIgn:") & bit(libc::SIGUSR1), 0, "{}", out.stdout);
+    assert_eq!(mask("SigBlk:"), 0, "{}", out.stdout);
+}
+
+#[tokio::test]
 async fn stdin_is_empty() {
     setup();
     let t = Instant::now();

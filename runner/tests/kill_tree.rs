@@ -83,6 +83,26 @@ async fn leftovers_after_normal_exit_are_killed_and_counted() {
 }
 
 #[tokio::test]
+async fn a_lone_setsid_leftover_after_normal_exit_is_found() {
+    setup();
+    // Nothing stays in the job's process group, so only the orphan check (the orphan is
+    // reparented to this subreaper's main thread) can tell that something is left.
+    let dir = tempfile::tempdir().unwrap();
+    let script = format!(
+        "{} while [ ! -s gc ]; do sleep 0.05; done; echo done",
+        escaping_grandchild("gc")
+    );
+    let mut spec = sh(&script, "lone-setsid");
+    spec.workdir = Workdir::Given(dir.path().into());
+    spec.grace = Duration::from_millis(300);
+    let out = run(spec, Live::default(), Cancel::new()).await;
+    assert_eq!(out.status, Status::Exited(0));
+    let (gc, _) = read_pid_sid(&dir.path().join("gc"));
+    assert!(!alive(gc), "setsid leftover {gc} survived a normal exit");
+    assert!(out.leftovers_killed >= 1);
+}
+
+#[tokio::test]
 async fn no_leftovers_counted_for_a_tidy_job() {
     setup();
     let out = run(

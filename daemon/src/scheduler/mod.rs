@@ -94,6 +94,29 @@ pub struct Scheduler {
     queue: BinaryHeap<Pending>,
     finished_tx: mpsc::UnboundedSender<(i64, Option<i64>)>,
     finished_rx: mpsc::UnboundedReceiver<(i64, Option<i64>)>,
+    /// The limit last used when the open-files limit lowered `max_concurrent_runs` (logged
+    /// once per value).
+    clamped_to: Option<usize>,
+}
+
+/// Descriptors a run holds while it lasts: two pipes and a pidfd, four while it starts.
+const FDS_PER_RUN: u64 = 4;
+/// Descriptors kept for everything but runs, beside the connection slots.
+const FDS_RESERVED: u64 = 128;
+
+/// How many runs the open-files limit allows at once, so that a large `max_concurrent_runs`
+/// queues runs instead of failing them with EMFILE.
+fn runs_allowed_by_fd_limit(max_connections: usize) -> usize {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit with a valid struct.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return usize::MAX;
+    }
+    let spare = lim.rlim_cur.saturating_sub(FDS_RESERVED + max_connections as u64);
+    ((spare / FDS_PER_RUN) as usize).max(1)
 }
 
 impl Scheduler {
@@ -106,6 +129,7 @@ impl Scheduler {
             queue: BinaryHeap::new(),
             finished_tx,
             finished_rx,
+            clamped_to: None,
         }
     }
 
@@ -326,7 +350,17 @@ impl Scheduler {
     /// Starts queued runs while slots are free: all of them marked running in one transaction,
     /// then their processes started.
     async fn dispatch(&mut self) {
-        let limit = self.shared.settings().file.max_concurrent();
+        let file = &self.shared.settings().file;
+        let configured = file.max_concurrent();
+        let limit = configured.min(runs_allowed_by_fd_limit(self.shared.max_connections()));
+        if limit < configured && self.clamped_to != Some(limit) {
+            warn!(
+                max_concurrent_runs = configured,
+                allowed = limit,
+                "the open-files limit (RLIMIT_NOFILE) allows fewer concurrent runs than max_concurrent_runs; the rest wait in the queue"
+            );
+        }
+        self.clamped_to = (limit < configured).then_some(limit);
         let mut batch = Vec::new();
         while self.active + batch.len() < limit {
             let Some(p) = self.queue.pop() else { break };

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use rusqlite::{params, OptionalExtension};
 use schedule::jiff::Timestamp;
+use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
 
 use super::sql_time_ms;
@@ -221,6 +222,9 @@ async fn run_marked(
     .await;
 }
 
+/// Records the end of a run and returns once it is committed. Ends are written by one task in
+/// batches (one transaction, one fsync for all that ended meanwhile): with a commit per run, a
+/// burst of thousands of runs queued behind the fsyncs.
 async fn finish(
     shared: &Arc<Shared>,
     execution: i64,
@@ -230,26 +234,99 @@ async fn finish(
     error: &str,
     truncated: bool,
 ) {
-    let (s, status, output, error) = (
-        shared.clone(),
-        status.to_string(),
-        output.to_string(),
-        error.to_string(),
-    );
-    let done = sql_time_ms(Timestamp::now());
-    let r = tokio::task::spawn_blocking(move || {
-        s.with_conn(move |c| {
-            c.execute(
-                "UPDATE job_executions SET status = ?2, completed_at = ?3, last_seen_at = ?3, exit_code = ?4, output = ?5,
-                   error_message = nullif(?6, ''), output_truncated = ?7 WHERE id = ?1",
-                params![execution, status, done, code, output, error, truncated],
-            )
-        })
-    })
-    .await;
-    if !matches!(r, Ok(Ok(1))) {
+    let (done, committed) = oneshot::channel();
+    let record = End {
+        execution,
+        status: status.to_string(),
+        completed_at: sql_time_ms(Timestamp::now()),
+        code,
+        output: output.to_string(),
+        error: error.to_string(),
+        truncated,
+        done,
+    };
+    if recorder(shared).send(record).is_err() || !matches!(committed.await, Ok(true)) {
         warn!(execution, "cannot record the end of a run");
     }
+}
+
+/// The end of a run, waiting to be written.
+pub struct End {
+    execution: i64,
+    status: String,
+    completed_at: String,
+    code: Option<i64>,
+    output: String,
+    error: String,
+    truncated: bool,
+    /// Told whether the row was updated.
+    done: oneshot::Sender<bool>,
+}
+
+fn recorder(shared: &Arc<Shared>) -> &mpsc::UnboundedSender<End> {
+    shared.ends.get_or_init(|| {
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(record_ends(shared.clone(), rx));
+        tx
+    })
+}
+
+async fn record_ends(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<End>) {
+    const MAX_BATCH: usize = 512;
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let ends = std::mem::take(&mut batch);
+        let s = shared.clone();
+        let written = tokio::task::spawn_blocking(move || {
+            // One transaction for the batch; if it fails, each end alone, so one bad row
+            // cannot keep the others from being recorded.
+            let all = s.with_conn(|c| write_ends(c, &ends));
+            let oks = match all {
+                Ok(oks) => oks,
+                Err(e) => {
+                    warn!(runs = ends.len(), error = %e, "cannot record a batch of run ends; recording them one by one");
+                    ends.iter()
+                        .map(|end| {
+                            s.with_conn(|c| write_ends(c, std::slice::from_ref(end)))
+                                .is_ok_and(|v| v[0])
+                        })
+                        .collect()
+                }
+            };
+            (ends, oks)
+        })
+        .await;
+        if let Ok((ends, oks)) = written {
+            for (end, ok) in ends.into_iter().zip(oks) {
+                let _ = end.done.send(ok);
+            }
+        }
+    }
+}
+
+fn write_ends(c: &mut rusqlite::Connection, ends: &[End]) -> rusqlite::Result<Vec<bool>> {
+    let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let mut oks = Vec::with_capacity(ends.len());
+    {
+        let mut update = tx.prepare_cached(
+            "UPDATE job_executions SET status = ?2, completed_at = ?3, last_seen_at = ?3, exit_code = ?4, output = ?5,
+               error_message = nullif(?6, ''), output_truncated = ?7 WHERE id = ?1",
+        )?;
+        for e in ends {
+            let n = update.execute(params![
+                e.execution,
+                e.status,
+                e.completed_at,
+                e.code,
+                e.output,
+                e.error,
+                e.truncated
+            ])?;
+            oks.push(n == 1);
+        }
+    }
+    tx.commit()?;
+    Ok(oks)
 }
 
 /// History retention after a run ended: small batches, each its own short transaction, so the
