@@ -417,17 +417,9 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
             libc::c_uint::MAX,
             libc::CLOSE_RANGE_CLOEXEC as libc::c_uint,
         );
-        // The raw system call: glibc's sigprocmask wrapper left the mask untouched here.
-        let empty: libc::sigset_t = std::mem::zeroed();
-        let kernel_sigset_bytes = 8usize;
-        if libc::syscall(
-            libc::SYS_rt_sigprocmask,
-            libc::SIG_SETMASK,
-            &empty as *const libc::sigset_t,
-            std::ptr::null_mut::<libc::sigset_t>(),
-            kernel_sigset_bytes,
-        ) != 0
-        {
+        let mut empty: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut empty);
+        if libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut()) != 0 {
             fail(plan, STEP_SIGMASK, errno());
         }
         // Like execvp: EACCES from one candidate is reported if no other one runs.

@@ -447,3 +447,52 @@ fn sigterm_while_a_client_follows_a_manual_run_stops_promptly() {
         marked_processes()
     );
 }
+
+fn status_kb(pid: i32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with(field)).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[test]
+fn a_run_printing_a_gigabyte_leaves_the_cap_in_the_database_and_daemon_memory_flat() {
+    let env = Env::built_in();
+    let agent = script(
+        &env,
+        "agent.sh",
+        "head -c 1073741824 /dev/zero | tr '\\0' 'y'; echo done >&2",
+    );
+    let cfg = config(&env, &agent, "output_cap = 65536\n");
+    let d = start(&env, &cfg);
+    let cli = |args: &[&str]| {
+        let mut a = vec!["--config", cfg.as_str()];
+        a.extend_from_slice(args);
+        env.cli(&a)
+    };
+    cli(&["prompts", "add", "loud", "loud"]).ok();
+    let before = status_kb(d.pid(), "VmHWM:");
+    cli(&["prompts", "run", "loud"]).ok();
+    wait_for(
+        &env,
+        "SELECT status FROM job_executions WHERE id = 1;",
+        "completed",
+        Duration::from_secs(60),
+    );
+    let peak = status_kb(d.pid(), "VmHWM:");
+    // 64 KiB kept of 1 GiB, the cut marked, stderr intact.
+    assert_eq!(
+        rows(&env, "SELECT length(output) > 65536, length(output) < 65536 + 100, output_truncated, substr(output, 1, 3), error_message FROM job_executions WHERE id = 1;"),
+        "1|1|1|yyy|done"
+    );
+    assert!(
+        rows(&env, "SELECT output FROM job_executions WHERE id = 1;")
+            .contains("[silica-cron: output truncated, 1073676288 bytes dropped]"),
+        "the cut is not marked"
+    );
+    // Reading 1 GiB through 64 KiB buffers must not grow the daemon: its peak stays within
+    // a few MiB of its peak before the run.
+    assert!(
+        peak < before + 16 * 1024,
+        "daemon peak RSS {peak} KiB against {before} KiB before the run"
+    );
+}

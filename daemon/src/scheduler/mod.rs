@@ -115,7 +115,9 @@ fn runs_allowed_by_fd_limit(max_connections: usize) -> usize {
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
         return usize::MAX;
     }
-    let spare = lim.rlim_cur.saturating_sub(FDS_RESERVED + max_connections as u64);
+    let spare = lim
+        .rlim_cur
+        .saturating_sub(FDS_RESERVED + max_connections as u64);
     ((spare / FDS_PER_RUN) as usize).max(1)
 }
 
@@ -272,7 +274,8 @@ impl Scheduler {
                 .ok()
                 .flatten()
                 .and_then(|s| parse_sql_time(&s));
-            if let Some(instant) = last.and_then(|l| plan::latest_missed(&job.plannable(), l, now))
+            if let Some(instant) =
+                last.and_then(|l| plan::missed_run(&job.plannable(), &job.missed, l, now))
             {
                 info!(job = %job.name, instant = %instant, "catching up a run missed while the daemon was down");
                 self.fire(&[(job.clone(), instant)], "catch-up").await;
@@ -284,27 +287,40 @@ impl Scheduler {
     /// applying each job's overlap policy; queues the ones to start.
     async fn fire(&mut self, due: &[(Job, Timestamp)], trigger: &'static str) {
         let mut rows: Vec<(i64, i64, String, &'static str)> = Vec::with_capacity(due.len());
-        let mut starting: std::collections::HashSet<i64> = std::collections::HashSet::new();
-        for (job, instant) in due {
-            let busy = self.running.get(&job.id).is_some_and(|r| !r.is_empty())
-                || self.queue.iter().any(|p| p.job_id == Some(job.id))
-                || starting.contains(&job.id);
-            if busy && job.overlap == "replace" {
+        let policies: Vec<(i64, &str)> = due
+            .iter()
+            .map(|(j, _)| (j.id, j.overlap.as_str()))
+            .collect();
+        let queued: std::collections::HashSet<i64> =
+            self.queue.iter().filter_map(|p| p.job_id).collect();
+        let decisions = plan::overlap_decisions(&policies, |job| {
+            self.running.get(&job).is_some_and(|r| !r.is_empty()) || queued.contains(&job)
+        });
+        for ((job, instant), decision) in due.iter().zip(decisions) {
+            if decision == plan::Overlap::Replace {
                 for (execution, cancel) in self.running.get(&job.id).cloned().unwrap_or_default() {
                     info!(job = %job.name, execution, "replacing the previous run");
                     cancel.cancel();
                 }
             }
-            let status = if busy && job.overlap == "skip" {
-                "skipped"
-            } else {
-                "pending"
+            let status = match decision {
+                plan::Overlap::Skip => "skipped",
+                plan::Overlap::Start | plan::Overlap::Replace => "pending",
             };
-            if status == "pending" {
-                starting.insert(job.id);
-            }
             rows.push((job.id, job.prompt_id, sql_time(*instant), status));
         }
+        // When nothing older waits for a slot, the new runs that fit in the free slots are
+        // marked running in the same transaction: one commit (one fsync) between the due
+        // instant and the process start. Otherwise they queue behind the older ones.
+        let free = if self.queue.is_empty() {
+            self.limit().saturating_sub(self.active)
+        } else {
+            0
+        };
+        let order: Vec<(i64, i64)> = due
+            .iter()
+            .map(|(j, i)| (j.priority, i.as_second()))
+            .collect();
         let inserted = self
             .with_db(move |c| {
                 let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
@@ -320,19 +336,37 @@ impl Scheduler {
                         ids.push((n == 1).then(|| tx.last_insert_rowid()).map(|id| (id, *status)));
                     }
                 }
+                // Highest priority first, then the earliest instant, then the first inserted.
+                let mut new: Vec<(i64, i64, i64)> = ids
+                    .iter()
+                    .zip(&order)
+                    .filter_map(|(id, &(priority, instant))| match id {
+                        Some((id, "pending")) => Some((priority, instant, *id)),
+                        _ => None,
+                    })
+                    .collect();
+                new.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
+                let chosen: Vec<i64> = new.iter().take(free).map(|&(_, _, id)| id).collect();
+                let prepared = run::mark_running(&tx, &chosen)?;
                 tx.commit()?;
-                Ok(ids)
+                Ok((ids, prepared))
             })
             .await;
-        let ids = match inserted {
+        let (ids, prepared) = match inserted {
             Ok(ids) => ids,
             Err(e) => {
                 warn!(runs = due.len(), error = %e, "cannot record due runs");
                 return;
             }
         };
+        let started: std::collections::HashSet<i64> =
+            prepared.iter().map(|p| p.execution()).collect();
+        let mut jobs: HashMap<i64, Option<i64>> = HashMap::new();
         for ((job, instant), id) in due.iter().zip(ids) {
             match id {
+                Some((execution, "pending")) if started.contains(&execution) => {
+                    jobs.insert(execution, Some(job.id));
+                }
                 Some((execution, "pending")) => self.queue.push(Pending {
                     priority: job.priority,
                     instant: instant.as_second(),
@@ -345,11 +379,11 @@ impl Scheduler {
                 None => {} // already recorded: this (job, instant) fired before
             }
         }
+        self.launch(prepared, &jobs);
     }
 
-    /// Starts queued runs while slots are free: all of them marked running in one transaction,
-    /// then their processes started.
-    async fn dispatch(&mut self) {
+    /// The concurrency limit: `max_concurrent_runs`, lowered if the open-files limit needs it.
+    fn limit(&mut self) -> usize {
         let file = &self.shared.settings().file;
         let configured = file.max_concurrent();
         let limit = configured.min(runs_allowed_by_fd_limit(self.shared.max_connections()));
@@ -361,6 +395,35 @@ impl Scheduler {
             );
         }
         self.clamped_to = (limit < configured).then_some(limit);
+        limit
+    }
+
+    /// Starts the processes of runs already marked running.
+    fn launch(&mut self, prepared: Vec<run::Prepared>, jobs: &HashMap<i64, Option<i64>>) {
+        for p in prepared {
+            let execution = p.execution();
+            let job = jobs.get(&execution).copied().flatten();
+            let cancel = runner::Cancel::new();
+            if let Some(job) = job {
+                self.running
+                    .entry(job)
+                    .or_default()
+                    .push((execution, cancel.clone()));
+            }
+            self.active += 1;
+            let shared = self.shared.clone();
+            let done = self.finished_tx.clone();
+            tokio::spawn(async move {
+                run::run_prepared(shared, p, cancel, runner::Live::default()).await;
+                let _ = done.send((execution, job));
+            });
+        }
+    }
+
+    /// Starts queued runs while slots are free: all of them marked running in one transaction,
+    /// then their processes started.
+    async fn dispatch(&mut self) {
+        let limit = self.limit();
         let mut batch = Vec::new();
         while self.active + batch.len() < limit {
             let Some(p) = self.queue.pop() else { break };
@@ -380,24 +443,7 @@ impl Scheduler {
         };
         let jobs: HashMap<i64, Option<i64>> =
             batch.iter().map(|p| (p.execution_id, p.job_id)).collect();
-        for p in prepared {
-            let execution = p.execution();
-            let job = jobs.get(&execution).copied().flatten();
-            let cancel = runner::Cancel::new();
-            if let Some(job) = job {
-                self.running
-                    .entry(job)
-                    .or_default()
-                    .push((execution, cancel.clone()));
-            }
-            self.active += 1;
-            let shared = self.shared.clone();
-            let done = self.finished_tx.clone();
-            tokio::spawn(async move {
-                run::run_prepared(shared, p, cancel, runner::Live::default()).await;
-                let _ = done.send((execution, job));
-            });
-        }
+        self.launch(prepared, &jobs);
     }
 
     fn finished(&mut self, execution: i64, job: Option<i64>) {
@@ -475,4 +521,37 @@ fn load_jobs(c: &mut Connection) -> rusqlite::Result<Vec<Job>> {
         });
     }
     Ok(jobs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pending(priority: i64, instant: i64, execution_id: i64) -> Pending {
+        Pending {
+            priority,
+            instant,
+            execution_id,
+            job_id: Some(execution_id),
+        }
+    }
+
+    #[test]
+    fn the_queue_starts_high_priority_first_then_the_earliest_instant() {
+        let mut q = BinaryHeap::new();
+        for p in [
+            pending(1, 100, 1),
+            pending(3, 160, 2),
+            pending(2, 100, 3),
+            pending(3, 100, 5),
+            pending(3, 100, 4),
+            pending(1, 40, 6),
+        ] {
+            q.push(p);
+        }
+        let order: Vec<i64> = std::iter::from_fn(|| q.pop().map(|p| p.execution_id)).collect();
+        // priority 3: instant 100 (ids 4, 5 in id order), then 160; priority 2; priority 1:
+        // instant 40, then 100.
+        assert_eq!(order, vec![4, 5, 2, 3, 6, 1]);
+    }
 }

@@ -84,6 +84,53 @@ pub fn latest_missed(job: &Plannable<'_>, last: Timestamp, now: Timestamp) -> Op
     latest
 }
 
+/// What a due (job, instant) does under the job's overlap policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Overlap {
+    /// Queue a new run.
+    Start,
+    /// Record it as skipped: a run of the job is in progress or waiting (`skip`).
+    Skip,
+    /// Stop the runs in progress, then queue a new one (`replace`).
+    Replace,
+}
+
+/// The overlap decisions for a batch of due (job id, overlap policy) pairs, in order. `busy`
+/// tells whether a run of the job is in progress or waiting in the queue; a run decided earlier
+/// in the same batch counts as waiting (a fixed-time job catching up several instants).
+/// `allow` (or any other value) always starts.
+pub fn overlap_decisions(due: &[(i64, &str)], busy: impl Fn(i64) -> bool) -> Vec<Overlap> {
+    let mut starting = std::collections::HashSet::new();
+    due.iter()
+        .map(|&(job, policy)| {
+            let is_busy = busy(job) || starting.contains(&job);
+            let decision = match (is_busy, policy) {
+                (true, "skip") => Overlap::Skip,
+                (true, "replace") => Overlap::Replace,
+                _ => Overlap::Start,
+            };
+            if decision != Overlap::Skip {
+                starting.insert(job);
+            }
+            decision
+        })
+        .collect()
+}
+
+/// The run a job gets for the time the daemon was down, under its missed-run policy: with
+/// `catch-up`, the latest instant in (last, now] (once, however many were missed); with `skip`,
+/// none.
+pub fn missed_run(
+    job: &Plannable<'_>,
+    policy: &str,
+    last: Timestamp,
+    now: Timestamp,
+) -> Option<Timestamp> {
+    (policy == "catch-up")
+        .then(|| latest_missed(job, last, now))
+        .flatten()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -256,5 +303,97 @@ mod tests {
             latest_missed(&job, ts("2000-01-01T00:00:00Z"), ts("2026-01-02T13:00:00Z")),
             Some(ts("2026-01-02T12:00:00Z"))
         );
+    }
+
+    #[test]
+    fn overlap_skip_allow_replace() {
+        let free = |_: i64| false;
+        let busy = |_: i64| true;
+        assert_eq!(
+            overlap_decisions(&[(1, "skip")], free),
+            vec![Overlap::Start]
+        );
+        assert_eq!(overlap_decisions(&[(1, "skip")], busy), vec![Overlap::Skip]);
+        assert_eq!(
+            overlap_decisions(&[(1, "allow")], busy),
+            vec![Overlap::Start]
+        );
+        assert_eq!(
+            overlap_decisions(&[(1, "replace")], busy),
+            vec![Overlap::Replace]
+        );
+        assert_eq!(
+            overlap_decisions(&[(1, "replace")], free),
+            vec![Overlap::Start]
+        );
+    }
+
+    #[test]
+    fn overlap_within_one_batch_counts_earlier_decisions() {
+        // A fixed-time job catching up three instants after a jump, with nothing running.
+        let free = |_: i64| false;
+        assert_eq!(
+            overlap_decisions(&[(7, "skip"), (7, "skip"), (7, "skip")], free),
+            vec![Overlap::Start, Overlap::Skip, Overlap::Skip]
+        );
+        assert_eq!(
+            overlap_decisions(&[(7, "allow"), (7, "allow")], free),
+            vec![Overlap::Start, Overlap::Start]
+        );
+        assert_eq!(
+            overlap_decisions(&[(7, "replace"), (7, "replace")], free),
+            vec![Overlap::Start, Overlap::Replace]
+        );
+        // Other jobs are not affected, and only job 2 is busy.
+        assert_eq!(
+            overlap_decisions(&[(1, "skip"), (2, "skip"), (1, "skip")], |j| j == 2),
+            vec![Overlap::Start, Overlap::Skip, Overlap::Skip]
+        );
+    }
+
+    #[test]
+    fn missed_runs_follow_the_policy() {
+        let s = Schedule::parse("0 * * * *").unwrap();
+        let tz = TimeZone::UTC;
+        let job = Plannable {
+            schedule: &s,
+            tz: &tz,
+        };
+        // Down from 09:30 to 13:10: 10:00 .. 13:00 were missed; catch-up runs 13:00 once.
+        let (last, now) = (ts("2026-03-02T09:30:00Z"), ts("2026-03-02T13:10:00Z"));
+        assert_eq!(
+            missed_run(&job, "catch-up", last, now),
+            Some(ts("2026-03-02T13:00:00Z"))
+        );
+        assert_eq!(missed_run(&job, "skip", last, now), None);
+        // Nothing missed: down 09:30 to 09:59.
+        assert_eq!(
+            missed_run(&job, "catch-up", last, ts("2026-03-02T09:59:00Z")),
+            None
+        );
+    }
+
+    #[test]
+    fn suspend_over_a_dst_change_catches_up_in_local_time() {
+        // Europe/Berlin springs forward at 02:00 -> 03:00 on 2026-03-29. A machine suspended
+        // from 01:50 CET (00:50Z) to 04:10 CEST (02:10Z), 80 min of real time and under the
+        // catch-up limit, wakes to a fixed-time job's missed 03:00 and 04:00 CEST instants and
+        // fires each once; the 02:00 of that day does not exist.
+        let fixed = plan(
+            "0 2,3,4 * * *",
+            "Europe/Berlin",
+            "2026-03-29T00:50:00Z",
+            "2026-03-29T02:10:00Z",
+        );
+        assert_eq!(fixed, vec!["2026-03-29T01:00:00Z", "2026-03-29T02:00:00Z"]);
+        // An hourly (wildcard-hour) job only fires its current minute, as in cronie: 04:00 CEST
+        // is ten minutes old at the wake, so nothing.
+        let hourly = plan(
+            "0 * * * *",
+            "Europe/Berlin",
+            "2026-03-29T00:50:00Z",
+            "2026-03-29T02:10:00Z",
+        );
+        assert_eq!(hourly, Vec::<String>::new());
     }
 }

@@ -36,8 +36,19 @@ pub fn start_batch(
     c: &mut rusqlite::Connection,
     executions: &[i64],
 ) -> rusqlite::Result<Vec<Prepared>> {
-    let started = sql_time_ms(Timestamp::now());
     let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let out = mark_running(&tx, executions)?;
+    tx.commit()?;
+    Ok(out)
+}
+
+/// [`start_batch`] inside a transaction of the caller's (the scheduler inserts due rows and
+/// starts them in one commit).
+pub fn mark_running(
+    tx: &rusqlite::Transaction<'_>,
+    executions: &[i64],
+) -> rusqlite::Result<Vec<Prepared>> {
+    let started = sql_time_ms(Timestamp::now());
     let mut out = Vec::with_capacity(executions.len());
     {
         let mut select = tx.prepare_cached(
@@ -74,7 +85,6 @@ pub fn start_batch(
             }
         }
     }
-    tx.commit()?;
     Ok(out)
 }
 
