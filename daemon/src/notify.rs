@@ -298,19 +298,19 @@ impl Keepalive {
     /// database in production): extends the service manager's start timeout, so a long
     /// upgrade is not killed half way by `TimeoutStartSec=`.
     pub fn starting() -> Keepalive {
-        Keepalive::every(
-            NOTIFIER.get().map(|_| Duration::from_secs(10)),
-            "EXTEND_TIMEOUT_USEC=30000000",
-        )
+        Keepalive::every(NOTIFIER.get().map(|_| Duration::from_secs(10)), || {
+            send("EXTEND_TIMEOUT_USEC=30000000")
+        })
     }
 
     /// While a migration holds the database: the scheduler loop may wait for the database
     /// (legitimately) longer than the watchdog allows; the migration itself is the progress.
     pub fn migrating() -> Keepalive {
-        Keepalive::every(watchdog_interval(), "WATCHDOG=1")
+        Keepalive::every(watchdog_interval(), watchdog)
     }
 
-    fn every(period: Option<Duration>, message: &'static str) -> Keepalive {
+    /// Calls `ping` at once and then every `period` until dropped; nothing without a period.
+    fn every(period: Option<Duration>, ping: impl Fn() + Send + 'static) -> Keepalive {
         let Some(period) = period else {
             return Keepalive {
                 stop: None,
@@ -321,10 +321,10 @@ impl Keepalive {
         let thread = std::thread::Builder::new()
             .name("keepalive".into())
             .spawn(move || {
-                send(message);
+                ping();
                 while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(period)
                 {
-                    send(message);
+                    ping();
                 }
             })
             .map_err(|e| warn!(error = %e, "cannot start the keepalive thread"))
@@ -402,6 +402,33 @@ mod tests {
     #[test]
     fn status_is_one_line() {
         assert_eq!(one_line("a\nb\r\nc"), "a b  c");
+    }
+
+    #[test]
+    fn keepalive_pings_until_dropped() {
+        let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let k = {
+            let count = count.clone();
+            Keepalive::every(Some(Duration::from_millis(10)), move || {
+                count.fetch_add(1, Ordering::SeqCst);
+            })
+        };
+        std::thread::sleep(Duration::from_millis(100));
+        drop(k);
+        let at_drop = count.load(Ordering::SeqCst);
+        assert!(at_drop >= 3, "{at_drop} pings in 100 ms at a 10 ms period");
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(
+            count.load(Ordering::SeqCst),
+            at_drop,
+            "pings after the drop"
+        );
+        // No period (no watchdog): no thread, no pings.
+        let count2 = count.clone();
+        drop(Keepalive::every(None, move || {
+            count2.fetch_add(1, Ordering::SeqCst);
+        }));
+        assert_eq!(count.load(Ordering::SeqCst), at_drop);
     }
 
     #[test]
