@@ -3,6 +3,7 @@
 
 mod lock;
 mod migrate;
+mod notify;
 mod oneshot;
 mod records;
 mod scheduler;
@@ -109,6 +110,8 @@ fn init_logging() {
 
 fn run_daemon(args: GlobalArgs, serve: ServeArgs, settings: Settings) -> ExitCode {
     init_logging();
+    // Before any thread exists: it takes NOTIFY_SOCKET and WATCHDOG_* out of the environment.
+    notify::init();
     raise_fd_limit();
     match daemon(args, serve, settings) {
         Ok(()) => ExitCode::SUCCESS,
@@ -164,11 +167,17 @@ fn daemon(args: GlobalArgs, serve: ServeArgs, settings: Settings) -> anyhow::Res
     // Signals that arrive before the handler thread runs are kept and handled then.
     let signals =
         Signals::new([SIGTERM, SIGINT, SIGHUP]).context("cannot install signal handlers")?;
+    let starting = notify::Keepalive::starting();
     let _lock = OwnerLock::acquire(&settings.lock, &settings.db, Role::Daemon, |pid| {
         info!("waiting for the migration run by pid {pid} to finish");
+        notify::status(&format!(
+            "waiting for the migration run by pid {pid} to finish"
+        ));
     })?;
     let mut db = Db::new(&settings.db);
+    notify::status("preparing the database");
     prepare_database(&mut db, &settings)?;
+    drop(starting);
     let shared = Arc::new(Shared::new(args, serve, settings.clone(), db));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -191,6 +200,7 @@ fn daemon(args: GlobalArgs, serve: ServeArgs, settings: Settings) -> anyhow::Res
         if let Some(note) = &schema.note {
             warn!("{note}; jobs do not fire until the database is at head");
         }
+        notify::ready(&format!("scheduler: {}", shared.scheduler_state().1));
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         spawn_signal_handler(signals, shared.clone(), stop_tx)?;
         // Orphans of runs (a setsid grandchild) come back to us to be killed and reaped.
@@ -283,6 +293,7 @@ fn spawn_signal_handler(
                     let _ = shared.reload();
                 } else {
                     info!(signal = sig, "stopping: finishing requests in flight");
+                    notify::stopping("stopping: stopping runs, finishing requests in flight");
                     let _ = stop.send(true);
                 }
             }

@@ -81,6 +81,13 @@ impl Shared {
 
     /// Re-reads the configuration; a bad file keeps the running configuration.
     pub fn reload(&self) -> Result<(), ErrorReply> {
+        crate::notify::reloading();
+        let result = self.reread();
+        crate::notify::reloaded(result.as_ref().err().map(|e| e.message.as_str()));
+        result
+    }
+
+    fn reread(&self) -> Result<(), ErrorReply> {
         let old = self.settings();
         match Settings::resolve(&self.args) {
             Ok(new) => {
@@ -166,15 +173,7 @@ impl Shared {
         gate: Result<(), ErrorReply>,
     ) -> Result<StatusInfo, ErrorReply> {
         let settings = self.settings();
-        // The scheduler fires exactly when this gate is open; say why when it is not.
-        let scheduler_line = match gate {
-            Ok(()) => "running".to_string(),
-            Err(_) if !schema.at_head => "held: needs migration".to_string(),
-            Err(_) => format!(
-                "held: the database lacks revision {} (the scheduler's tables)",
-                crate::records::SCHEMA_REVISION
-            ),
-        };
+        let scheduler_line = scheduler_line(&schema, &gate);
         Ok(StatusInfo {
             pid: std::process::id(),
             version: proto::PRODUCT_VERSION.into(),
@@ -261,10 +260,14 @@ impl Shared {
         f(conn).map_err(|e| e.to_string())
     }
 
-    /// Whether jobs may fire: the database is at head and has the tables' current shape.
-    pub fn ready_for_jobs(&self) -> bool {
+    /// Whether jobs may fire (the database is at head and has the tables' current shape), and
+    /// the scheduler's state in `silica-cron status`'s words.
+    pub fn scheduler_state(&self) -> (bool, String) {
         let mut db = self.db();
-        self.jobs_gate(&mut db).is_ok()
+        let schema = self.schema_state_with(&mut db);
+        drop(db);
+        let gate = self.gate_for(&schema);
+        (gate.is_ok(), scheduler_line(&schema, &gate))
     }
 
     /// Processes of this daemon's runs carry `SILICA_CRON_EXECUTION_ID=<prefix><id>`; the prefix
@@ -348,6 +351,9 @@ impl Shared {
         self.migrating
             .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         let mut db = self.db();
+        // The scheduler may now wait for the database longer than the watchdog allows; this
+        // migration is the daemon's progress meanwhile.
+        let _keepalive = crate::notify::Keepalive::migrating();
         let mut ctx = Ctx {
             db: &mut db,
             source: crate::source_for(&settings, req.migrations_dir.clone()),
@@ -369,6 +375,18 @@ impl Shared {
             info!(command = ?req.cmd, "migration command done");
         }
         result.map_err(|e| e.to_reply())
+    }
+}
+
+/// The scheduler fires exactly when the gate is open; say why when it is not.
+fn scheduler_line(schema: &SchemaState, gate: &Result<(), ErrorReply>) -> String {
+    match gate {
+        Ok(()) => "running".to_string(),
+        Err(_) if !schema.at_head => "held: needs migration".to_string(),
+        Err(_) => format!(
+            "held: the database lacks revision {} (the scheduler's tables)",
+            crate::records::SCHEMA_REVISION
+        ),
     }
 }
 

@@ -144,6 +144,10 @@ const CLEARED: &[&str] = &[
     "SILICA_ENVIRONMENT",
     "LOG_LEVEL",
     "JOURNAL_STREAM",
+    // A test run under a service manager must not notify it on the daemons' behalf.
+    "NOTIFY_SOCKET",
+    "WATCHDOG_USEC",
+    "WATCHDOG_PID",
 ];
 
 /// A temp directory the binaries run in, with extra environment variables.
@@ -242,16 +246,7 @@ impl Env {
     }
 
     pub fn start_daemon_at(&self, args: &[&str], socket: &Path) -> Daemon {
-        let log = self.path().join(format!("daemon-{}.log", unique()));
-        let file = std::fs::File::create(&log).expect("daemon log");
-        let child = self
-            .command("silica-crond")
-            .args(args)
-            .stdout(file.try_clone().expect("log"))
-            .stderr(file)
-            .spawn()
-            .expect("spawn silica-crond");
-        let mut d = Daemon { child, log };
+        let mut d = self.spawn_daemon(args);
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if UnixStream::connect(socket).is_ok() {
@@ -271,6 +266,22 @@ impl Env {
             );
             std::thread::sleep(Duration::from_millis(10));
         }
+    }
+}
+
+impl Env {
+    /// Starts `silica-crond ARGS` without waiting for anything.
+    pub fn spawn_daemon(&self, args: &[&str]) -> Daemon {
+        let log = self.path().join(format!("daemon-{}.log", unique()));
+        let file = std::fs::File::create(&log).expect("daemon log");
+        let child = self
+            .command("silica-crond")
+            .args(args)
+            .stdout(file.try_clone().expect("log"))
+            .stderr(file)
+            .spawn()
+            .expect("spawn silica-crond");
+        Daemon { child, log }
     }
 }
 

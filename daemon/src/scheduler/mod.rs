@@ -152,14 +152,24 @@ impl Scheduler {
         let mut jobs: Option<Vec<Job>> = None;
         let mut deadline: Option<Timestamp> = None;
         let mut plan_now = true;
+        // Watchdog pings come from this loop, so a wedged loop stops them (systemd then
+        // restarts the daemon); without a watchdog this never wakes.
+        let mut watchdog = crate::notify::Ticker::new();
         loop {
             if plan_now {
                 plan_now = false;
-                if !self.shared.ready_for_jobs() {
+                let (open, line) = self.shared.scheduler_state();
+                crate::notify::status(&format!("scheduler: {line}"));
+                if !open {
                     jobs = None;
                     deadline = None;
                     tokio::select! {
                         _ = self.shared.replan.notified() => { plan_now = true; continue }
+                        _ = watchdog.tick() => {
+                            crate::notify::watchdog();
+                            plan_now = true;
+                            continue;
+                        }
                         _ = shutdown.changed() => break,
                     }
                 }
@@ -216,6 +226,7 @@ impl Scheduler {
                     self.finished(execution, job);
                     self.dispatch().await;
                 }
+                _ = watchdog.tick() => crate::notify::watchdog(),
                 _ = shutdown.changed() => break,
             }
         }
