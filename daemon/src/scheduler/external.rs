@@ -48,6 +48,13 @@ pub async fn watch_database(shared: Arc<Shared>, mut shutdown: watch::Receiver<b
         if !ours {
             continue;
         }
+        // Most events are the daemon's own commits, one of which is the start of a run: look a
+        // little later, so this check does not compete for the database with the run's start,
+        // and a burst of writes is one check.
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_millis(25)) => {}
+            _ = shutdown.changed() => return,
+        }
         let now = data_version(&shared).await;
         if now != last {
             debug!("the database was changed by another process; planning again");
