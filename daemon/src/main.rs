@@ -2,6 +2,7 @@
 //! `silica-crond migrate …` runs one migration command one-shot instead.
 
 mod lock;
+mod logging;
 mod migrate;
 mod notify;
 mod oneshot;
@@ -89,27 +90,8 @@ fn merge(top: ServeArgs, sub: ServeArgs) -> ServeArgs {
     }
 }
 
-fn init_logging() {
-    let filter = std::env::var("LOG_LEVEL")
-        .unwrap_or_else(|_| "info".into())
-        .to_lowercase();
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_new(&filter).unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false);
-    // The journal stamps lines itself.
-    if std::env::var_os("JOURNAL_STREAM").is_some() {
-        builder.without_time().init();
-    } else {
-        builder.init();
-    }
-}
-
 fn run_daemon(args: GlobalArgs, serve: ServeArgs, settings: Settings) -> ExitCode {
-    init_logging();
+    logging::init(&settings);
     // Before any thread exists: it takes NOTIFY_SOCKET and WATCHDOG_* out of the environment.
     notify::init();
     raise_fd_limit();
