@@ -16,8 +16,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
-use proto::cli::{GlobalArgs, MigrateCmd, ServeArgs};
+use clap::Parser;
+// The definition lives in proto so that `silica-cron man` can write this binary's page too.
+use proto::cli::{DaemonCli as Cli, DaemonCommand as Command, GlobalArgs, MigrateCmd, ServeArgs};
 use proto::message::{exit_code, Output};
 use proto::paths::Settings;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
@@ -29,32 +30,6 @@ use crate::migrate::script::Source;
 use crate::migrate::store::Db;
 use crate::migrate::{Ctx, Sink};
 use crate::state::Shared;
-
-#[derive(Parser)]
-#[command(
-    name = "silica-crond",
-    version,
-    about = "silica-cron daemon: runs agent prompts on cron schedules"
-)]
-struct Cli {
-    #[command(flatten)]
-    global: GlobalArgs,
-    #[command(flatten)]
-    serve: ServeArgs,
-    #[command(subcommand)]
-    command: Option<Command>,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Run the daemon in the foreground (the default).
-    Serve(ServeArgs),
-    /// Run one migration command without a daemon (what `silica-cron migrate` falls back to).
-    Migrate {
-        #[command(subcommand)]
-        cmd: MigrateCmd,
-    },
-}
 
 /// The revision files a command uses: the request's directory, the configured one, or the
 /// files built into this binary.
