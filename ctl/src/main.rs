@@ -3,6 +3,7 @@
 
 mod connection;
 mod cron;
+mod docs;
 mod records;
 mod render;
 
@@ -66,10 +67,27 @@ enum Command {
         #[command(subcommand)]
         cmd: cron::CronCmd,
     },
+    /// Print a shell completion script, e.g. `source <(silica-cron completions bash)`.
+    Completions {
+        #[arg(value_name = "SHELL")]
+        shell: clap_complete::Shell,
+    },
+    /// Write the manual pages (silica-cron, its subcommands, silica-crond) into DIR, or print
+    /// silica-cron(1) without DIR.
+    Man {
+        #[arg(value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Before the settings: generating docs must work with no (or a broken) configuration.
+    match &cli.command {
+        Some(Command::Completions { shell }) => return code(docs::completions(*shell)),
+        Some(Command::Man { dir }) => return code(docs::man(dir.as_deref())),
+        _ => {}
+    }
     let settings = match Settings::resolve(&cli.global) {
         Ok(s) => s,
         Err(e) => {
@@ -83,6 +101,7 @@ fn main() -> ExitCode {
         Some(Command::Reload) => code(simple(&settings, Request::Reload, "reload")),
         Some(Command::Migrate { cmd }) => code(migrate(&settings, &cli.global, cmd)),
         Some(Command::Cron { cmd }) => code(cron::run(cmd, cli.global.json)),
+        Some(Command::Completions { .. } | Command::Man { .. }) => code(exit_code::OK),
         Some(Command::Prompts { cmd }) => match records::prompts_request(cmd) {
             Ok(req) => code(record(&settings, req, cli.global.json)),
             Err(msg) => code(render::fail(&msg)),

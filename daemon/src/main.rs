@@ -2,6 +2,7 @@
 //! `silica-crond migrate …` runs one migration command one-shot instead.
 
 mod lock;
+mod logging;
 mod migrate;
 mod notify;
 mod oneshot;
@@ -15,8 +16,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
-use proto::cli::{GlobalArgs, MigrateCmd, ServeArgs};
+use clap::Parser;
+// The definition lives in proto so that `silica-cron man` can write this binary's page too.
+use proto::cli::{DaemonCli as Cli, DaemonCommand as Command, GlobalArgs, MigrateCmd, ServeArgs};
 use proto::message::{exit_code, Output};
 use proto::paths::Settings;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
@@ -28,32 +30,6 @@ use crate::migrate::script::Source;
 use crate::migrate::store::Db;
 use crate::migrate::{Ctx, Sink};
 use crate::state::Shared;
-
-#[derive(Parser)]
-#[command(
-    name = "silica-crond",
-    version,
-    about = "silica-cron daemon: runs agent prompts on cron schedules"
-)]
-struct Cli {
-    #[command(flatten)]
-    global: GlobalArgs,
-    #[command(flatten)]
-    serve: ServeArgs,
-    #[command(subcommand)]
-    command: Option<Command>,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Run the daemon in the foreground (the default).
-    Serve(ServeArgs),
-    /// Run one migration command without a daemon (what `silica-cron migrate` falls back to).
-    Migrate {
-        #[command(subcommand)]
-        cmd: MigrateCmd,
-    },
-}
 
 /// The revision files a command uses: the request's directory, the configured one, or the
 /// files built into this binary.
@@ -89,27 +65,8 @@ fn merge(top: ServeArgs, sub: ServeArgs) -> ServeArgs {
     }
 }
 
-fn init_logging() {
-    let filter = std::env::var("LOG_LEVEL")
-        .unwrap_or_else(|_| "info".into())
-        .to_lowercase();
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_new(&filter).unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false);
-    // The journal stamps lines itself.
-    if std::env::var_os("JOURNAL_STREAM").is_some() {
-        builder.without_time().init();
-    } else {
-        builder.init();
-    }
-}
-
 fn run_daemon(args: GlobalArgs, serve: ServeArgs, settings: Settings) -> ExitCode {
-    init_logging();
+    logging::init(&settings);
     // Before any thread exists: it takes NOTIFY_SOCKET and WATCHDOG_* out of the environment.
     notify::init();
     raise_fd_limit();

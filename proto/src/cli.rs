@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use serde::{Deserialize, Serialize};
 
 /// Options every command accepts, before or after the subcommand.
@@ -31,6 +31,34 @@ pub struct GlobalArgs {
     /// Machine-readable output for read commands.
     #[arg(long, global = true)]
     pub json: bool,
+}
+
+/// `silica-crond`'s command line. It lives here, not in the daemon, so that `silica-cron man`
+/// can generate the daemon's manual page from the same definition.
+#[derive(Parser)]
+#[command(
+    name = "silica-crond",
+    version,
+    about = "silica-cron daemon: runs agent prompts on cron schedules"
+)]
+pub struct DaemonCli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(flatten)]
+    pub serve: ServeArgs,
+    #[command(subcommand)]
+    pub command: Option<DaemonCommand>,
+}
+
+#[derive(Subcommand)]
+pub enum DaemonCommand {
+    /// Run the daemon in the foreground (the default).
+    Serve(ServeArgs),
+    /// Run one migration command without a daemon (what `silica-cron migrate` falls back to).
+    Migrate {
+        #[command(subcommand)]
+        cmd: MigrateCmd,
+    },
 }
 
 /// How the daemon runs in the foreground (`silica-crond`, `silica-cron`, `silica-cron serve`).

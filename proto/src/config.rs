@@ -35,6 +35,12 @@ pub struct ConfigFile {
     pub keep_executions_per_job: Option<u64>,
     /// History retention: drop finished executions older than this many days. None keeps all.
     pub keep_executions_days: Option<u64>,
+    /// Log level (LOG_LEVEL beats it); read at start only.
+    pub log_level: Option<String>,
+    /// Also write cron.log and cron-errors.log (LOG_TO_FILE beats it); read at start only.
+    pub log_to_file: Option<bool>,
+    /// Directory of the log files (LOG_DIR beats it); read at start only.
+    pub log_dir: Option<PathBuf>,
 }
 
 /// How the agent is run when the config file does not say (as the original ran its agent).
@@ -197,6 +203,7 @@ mod tests {
         assert!(f.runner.is_some() && f.job_timeout.is_some() && f.kill_grace.is_some());
         assert!(f.output_cap.is_some() && f.max_concurrent_runs.is_some());
         assert!(f.keep_executions_per_job.is_some() && f.keep_executions_days.is_some());
+        assert!(f.log_level.is_some() && f.log_to_file.is_some() && f.log_dir.is_some());
     }
 
     #[test]

@@ -143,6 +143,8 @@ const CLEARED: &[&str] = &[
     "SILICA_CRON_MIGRATIONS",
     "SILICA_ENVIRONMENT",
     "LOG_LEVEL",
+    "LOG_TO_FILE",
+    "LOG_DIR",
     "JOURNAL_STREAM",
     // A test run under a service manager must not notify it on the daemons' behalf.
     "NOTIFY_SOCKET",
