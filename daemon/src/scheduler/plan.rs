@@ -53,15 +53,6 @@ pub fn due(job: &Plannable<'_>, since: Timestamp, now: Timestamp) -> Vec<Timesta
     }
 }
 
-/// The next instant after `now` for any of the jobs.
-pub fn next_deadline<'a>(
-    jobs: impl Iterator<Item = Plannable<'a>>,
-    now: Timestamp,
-) -> Option<Timestamp> {
-    jobs.filter_map(|j| j.schedule.next_timestamp_after(now, j.tz))
-        .min()
-}
-
 /// For the missed-run policy `catch-up`: the latest instant in (last, now], if any.
 pub fn latest_missed(job: &Plannable<'_>, last: Timestamp, now: Timestamp) -> Option<Timestamp> {
     let mut t = last;
