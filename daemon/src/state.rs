@@ -7,11 +7,10 @@ use proto::cli::{GlobalArgs, ServeArgs};
 use proto::message::{ErrorKind, ErrorReply, Exit, MigrateRequest, Output, Request, StatusInfo};
 use proto::paths::Settings;
 use proto::records::Reply;
-use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use crate::migrate::script::Source;
-use crate::migrate::store::Db;
+use crate::migrate::store::{DataVersion, Db};
 use crate::migrate::{self, Ctx, Sink};
 
 pub struct Shared {
@@ -23,13 +22,12 @@ pub struct Shared {
     started: Instant,
     /// The last schema state, valid while the database's data_version and the source stay the
     /// same (status is asked often; the answer changes rarely).
-    schema_cache: Mutex<Option<(i64, Source, SchemaState)>>,
+    schema_cache: Mutex<Option<(DataVersion, Source, SchemaState)>>,
+    pid: u32,
     /// Poked when jobs, the schema or the configuration change: the scheduler plans again.
     pub replan: tokio::sync::Notify,
     /// Every run in progress (scheduled and manual), so a stopping daemon can stop them all.
     runs: Mutex<std::collections::HashMap<i64, runner::Cancel>>,
-    /// Migrations holding or waiting for the database lock: status must not wait for them inline.
-    migrating: std::sync::atomic::AtomicUsize,
     /// The queue of run ends to the task that records them (started on first use).
     pub ends: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<crate::scheduler::run::End>>,
 }
@@ -52,9 +50,9 @@ impl Shared {
             db: Mutex::new(db),
             started: Instant::now(),
             schema_cache: Mutex::new(None),
+            pid: std::process::id(),
             replan: tokio::sync::Notify::new(),
             runs: Mutex::new(std::collections::HashMap::new()),
-            migrating: std::sync::atomic::AtomicUsize::new(0),
             ends: std::sync::OnceLock::new(),
         }
     }
@@ -76,7 +74,7 @@ impl Shared {
 
     /// Closes the database cleanly (checkpoints the WAL and removes its files when last).
     pub fn close_db(&self) {
-        self.db().close();
+        self.db().shut();
     }
 
     /// Re-reads the configuration; a bad file keeps the running configuration.
@@ -144,25 +142,8 @@ impl Shared {
         *self.schema_cache.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
 
-    /// Status without leaving the caller's thread when the database is free; `None` when a
-    /// migration holds it (the caller then waits on a blocking thread).
-    pub fn try_status(&self) -> Option<Result<StatusInfo, ErrorReply>> {
-        // Other holders of the database lock keep it for microseconds, except a migration:
-        // wait for the former here, leave the latter to a blocking thread.
-        if self.migrating.load(std::sync::atomic::Ordering::Acquire) > 0 {
-            return None;
-        }
-        let mut db = self.db();
-        let schema = self.schema_state_with(&mut db);
-        drop(db);
-        let gate = self.gate_for(&schema);
-        Some(self.status_from(schema, gate))
-    }
-
     pub fn status(&self) -> Result<StatusInfo, ErrorReply> {
-        let mut db = self.db();
-        let schema = self.schema_state_with(&mut db);
-        drop(db);
+        let schema = self.schema_state_with(&mut self.db());
         let gate = self.gate_for(&schema);
         self.status_from(schema, gate)
     }
@@ -175,7 +156,7 @@ impl Shared {
         let settings = self.settings();
         let scheduler_line = scheduler_line(&schema, &gate);
         Ok(StatusInfo {
-            pid: std::process::id(),
+            pid: self.pid,
             version: proto::PRODUCT_VERSION.into(),
             uptime_secs: self.started.elapsed().as_secs(),
             database: settings.db.clone(),
@@ -208,7 +189,7 @@ impl Shared {
     }
 
     /// SQLite's data_version on the daemon's connection (moves when another process commits).
-    pub fn data_version(&self) -> Option<i64> {
+    pub fn data_version(&self) -> Option<DataVersion> {
         self.db().data_version()
     }
 
@@ -345,11 +326,9 @@ impl Shared {
     pub fn migrate(
         &self,
         req: &MigrateRequest,
-        tx: mpsc::Sender<Output>,
+        send: &mut dyn FnMut(Output),
     ) -> Result<Exit, ErrorReply> {
         let settings = self.settings();
-        self.migrating
-            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         let mut db = self.db();
         // The scheduler may now wait for the database longer than the watchdog allows; this
         // migration is the daemon's progress meanwhile.
@@ -360,12 +339,7 @@ impl Shared {
             production: settings.production || req.production,
             json: req.json,
         };
-        let mut send = |o: Output| {
-            let _ = tx.blocking_send(o);
-        };
-        let result = migrate::run(&mut ctx, &req.cmd, &mut Sink(&mut send));
-        self.migrating
-            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+        let result = migrate::run(&mut ctx, &req.cmd, &mut Sink(send));
         // Our own writes do not move data_version; forget what we knew.
         self.forget_schema_state();
         self.replan.notify_one();

@@ -232,6 +232,68 @@ fn status_reports_the_daemon() {
     assert_eq!(v["environment"], "development", "{v}");
 }
 
+/// The revisions in one status reply on a held connection.
+fn status_revisions(s: &mut UnixStream) -> Vec<String> {
+    s.write_all(&request_status()).unwrap();
+    let payload = frame::read_payload(s).unwrap();
+    match frame::decode::<ServerMsg>(&payload).unwrap() {
+        ServerMsg::Status(info) => info.revisions,
+        other => panic!("expected a status reply, got {other:?}"),
+    }
+}
+
+/// The daemon's cached schema state follows its connection: a rebuild reopens the database, and
+/// a value of `data_version` seen on the old connection must not vouch for the new one.
+#[test]
+fn status_follows_a_rebuild_through_the_daemon() {
+    let env = Env::built_in();
+    let d = env.start_daemon(&[]);
+    let mut s = hello_connection(&env.socket());
+    let head = status_revisions(&mut s);
+    env.cli(&["prompts", "add", "before", "text"]).ok();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let asking = scope.spawn(|| {
+            let mut n = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                status_revisions(&mut s);
+                n += 1;
+            }
+            n
+        });
+        env.cli(&["migrate", "rebuild"]).ok();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert!(asking.join().unwrap() > 0);
+    });
+    assert_eq!(status_revisions(&mut s), head);
+    env.cli(&["prompts", "add", "after", "text"]).ok();
+    for _ in 0..20 {
+        status_revisions(&mut s);
+    }
+    env.sqlite(&format!(
+        "UPDATE cron_alembic_version SET version_num = '{MIDDLE}'"
+    ))
+    .ok();
+    assert_eq!(status_revisions(&mut s), [MIDDLE]);
+    env.sqlite(&format!(
+        "UPDATE cron_alembic_version SET version_num = '{}'",
+        head[0]
+    ))
+    .ok();
+    assert_eq!(status_revisions(&mut s), head);
+    assert_eq!(
+        env.sqlite("SELECT name FROM prompts;").ok().stdout.trim(),
+        "after"
+    );
+    drop(s);
+    assert_eq!(d.stop(), 0);
+    assert_eq!(
+        env.sqlite("SELECT name FROM prompts;").ok().stdout.trim(),
+        "after"
+    );
+    assert!(!sibling(&env.db(), "-wal").exists(), "WAL left behind");
+}
+
 #[test]
 fn status_without_a_daemon_says_how_to_start_it() {
     let env = Env::new();
@@ -413,6 +475,34 @@ fn sigterm_stops_cleanly() {
 #[test]
 fn sigint_stops_cleanly() {
     stops_cleanly_on(libc::SIGINT);
+}
+
+/// Idle connections do not hold a stopping daemon until their idle timeout (60 s): the stop ends
+/// the reads their threads wait in, and the clients see the connection close.
+#[test]
+fn sigterm_closes_idle_connections_at_once() {
+    let env = Env::new();
+    let mut d = env.start_daemon(&[]);
+    let mut held = hold_connections(&env.socket(), 20);
+    // One has just been answered, so its thread waits for a next request.
+    assert_eq!(status_revisions(&mut held[0]), [HEAD]);
+    let started = Instant::now();
+    d.signal(libc::SIGTERM);
+    let code = d.wait(Duration::from_secs(10)).expect("stops within 10 s");
+    assert_eq!(code, 0, "{}", d.log());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "stopping took {:?} with idle connections",
+        started.elapsed()
+    );
+    for (i, s) in held.iter_mut().enumerate() {
+        let mut buf = [0u8; 16];
+        assert!(
+            matches!(s.read(&mut buf), Ok(0)),
+            "connection {i} was not closed"
+        );
+    }
+    assert!(!env.socket().exists(), "socket file left behind");
 }
 
 /// A SIGTERM at the very moment the socket appears (a service manager stopping a unit that just

@@ -29,6 +29,8 @@ pub enum StoreError {
     },
     #[error("{0}")]
     Statement(Box<FailedStatement>),
+    #[error("database {0}: closed, the daemon is stopping")]
+    Shut(PathBuf),
     #[error("revision {id} leaves rows that break foreign keys ({detail}); it was rolled back, the database stays at {stays}")]
     ForeignKeys {
         id: String,
@@ -138,6 +140,18 @@ pub struct Db {
     path: PathBuf,
     conn: Option<Connection>,
     writable: bool,
+    /// Closed for good: nothing may reopen the file (see [`Db::shut`]).
+    shut: bool,
+    /// Connections opened so far: `data_version` values of different connections don't compare.
+    opened: u64,
+}
+
+/// Where the database stood for one connection (see [`Db::data_version`]); equal values mean
+/// nobody else committed in between.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DataVersion {
+    connection: u64,
+    value: i64,
 }
 
 impl Db {
@@ -146,6 +160,8 @@ impl Db {
             path: path.to_owned(),
             conn: None,
             writable: false,
+            shut: false,
+            opened: 0,
         }
     }
 
@@ -166,6 +182,9 @@ impl Db {
 
     /// A connection to an existing file, or None when there is no file.
     pub fn reader(&mut self) -> Result<Option<&Connection>, StoreError> {
+        if self.shut {
+            return Err(StoreError::Shut(self.path.clone()));
+        }
         if self.conn.is_none() {
             if !self.path.exists() {
                 return Ok(None);
@@ -178,12 +197,16 @@ impl Db {
             conn.busy_timeout(std::time::Duration::from_millis(BUSY_TIMEOUT_MS))
                 .map_err(self.err())?;
             self.conn = Some(conn);
+            self.opened += 1;
         }
         Ok(self.conn.as_ref())
     }
 
     /// A connection set up for writing, creating the file if needed.
     pub fn writer(&mut self) -> Result<&mut Connection, StoreError> {
+        if self.shut {
+            return Err(StoreError::Shut(self.path.clone()));
+        }
         if self.conn.is_some() && !self.writable {
             self.conn = None;
         }
@@ -204,6 +227,7 @@ impl Db {
             conn.execute_batch("PRAGMA foreign_keys=ON")
                 .map_err(self.err())?;
             self.conn = Some(conn);
+            self.opened += 1;
             self.writable = true;
         }
         Ok(self.conn.as_mut().expect("opened above"))
@@ -214,12 +238,27 @@ impl Db {
         self.writable = false;
     }
 
+    /// Closes for good, at the daemon's exit: a request still running past the drain timeout
+    /// must not reopen the file (and leave a WAL behind) once it is closed.
+    pub fn shut(&mut self) {
+        self.close();
+        self.shut = true;
+    }
+
     /// SQLite's `data_version`: changes when another connection commits, so cached answers
-    /// about the database can be reused until someone else writes.
-    pub fn data_version(&mut self) -> Option<i64> {
+    /// about the database can be reused until someone else writes. It is kept with the
+    /// connection's number, because a reopened connection (after a rebuild, or a reader turned
+    /// writer) starts counting again and could repeat a value seen before.
+    pub fn data_version(&mut self) -> Option<DataVersion> {
         let conn = self.reader().ok()??;
-        let mut stmt = conn.prepare_cached("PRAGMA data_version").ok()?;
-        stmt.query_row([], |r| r.get(0)).ok()
+        let value = conn
+            .prepare_cached("PRAGMA data_version")
+            .and_then(|mut stmt| stmt.query_row([], |r| r.get(0)))
+            .ok()?;
+        Some(DataVersion {
+            connection: self.opened,
+            value,
+        })
     }
 
     /// Rows of the version table; empty when the file or the table does not exist.

@@ -64,7 +64,7 @@ pub async fn watch_database(shared: Arc<Shared>, mut shutdown: watch::Receiver<b
     }
 }
 
-async fn data_version(shared: &Arc<Shared>) -> Option<i64> {
+async fn data_version(shared: &Arc<Shared>) -> Option<crate::migrate::store::DataVersion> {
     let s = shared.clone();
     tokio::task::spawn_blocking(move || s.data_version())
         .await
