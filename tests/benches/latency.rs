@@ -5,7 +5,10 @@
 //! Each client opens one persistent connection, says hello once, warms up, then times
 //! `Request::Status` round trips (write the request frame, read and decode the reply frame).
 //! The anchor's clients run the same code with the same frame sizes and skip only the decode, so
-//! the difference is what the daemon adds on top of the kernel's socket round trip.
+//! the difference is what the daemon adds on top of the kernel's socket round trip. A second
+//! anchor runs the same server in a process of its own (this binary, started again), because
+//! the daemon is one: switching between the client's and the server's address spaces costs
+//! what the in-process anchor never pays.
 //!
 //! Environment:
 //! - `SILICA_CRON_BENCH_SOCKET`: socket of a running daemon (bench/run.sh sets it). Unset: a
@@ -32,7 +35,13 @@ const WARMUP: usize = 200;
 /// Microseconds; DESIGN §9.
 const TARGET_P99_US: f64 = 250.0;
 
+/// Set (to `REPLY_LEN SOCKET`) in the anchor's own process: serve, nothing else.
+const ECHO_PROCESS: &str = "SILICA_CRON_BENCH_ECHO_PROCESS";
+
 fn main() {
+    if let Some(spec) = std::env::var_os(ECHO_PROCESS) {
+        serve_echo_process(&spec.to_string_lossy());
+    }
     let iters = env_usize("SILICA_CRON_BENCH_ITERS", 2000);
     let clients = env_usize("SILICA_CRON_BENCH_CLIENTS", 16);
 
@@ -70,13 +79,15 @@ fn main() {
     let anchor = anchor_dir.path().join("echo.sock");
     start_echo_server(&anchor, reply_len);
     let anchor_request = zero_frame(request.len() - frame::HEADER_LEN);
+    let process_anchor = anchor_dir.path().join("echo-process.sock");
+    let _echo_process = EchoProcess::start(&process_anchor, reply_len);
 
     println!(
         "request latency: persistent connections, hello once, {WARMUP} warm-up then {iters} timed round trips per client"
     );
     println!("daemon socket: {}", socket.display());
     println!(
-        "frames: request {} B, reply {} B (payload + 4-byte header); anchor: raw Unix socket, thread per connection, same sizes",
+        "frames: request {} B, reply {} B (payload + 4-byte header); anchor: raw Unix socket, thread per connection, same sizes, in this process and in one of its own",
         request.len(),
         reply_len + frame::HEADER_LEN
     );
@@ -88,27 +99,40 @@ fn main() {
     let cpu = cpu_secs(pid);
     let daemon_1 = run(&socket, &request, 1, iters, roundtrip_daemon);
     let cpu_1 = cpu_per_request(pid, cpu, WARMUP + iters);
+    let process_1 = run(&process_anchor, &anchor_request, 1, iters, roundtrip_raw);
     let echo_n = run(&anchor, &anchor_request, clients, iters, roundtrip_raw);
     let cpu = cpu_secs(pid);
     let daemon_n = run(&socket, &request, clients, iters, roundtrip_daemon);
     let cpu_n = cpu_per_request(pid, cpu, clients * (WARMUP + iters));
+    let process_n = run(
+        &process_anchor,
+        &anchor_request,
+        clients,
+        iters,
+        roundtrip_raw,
+    );
 
     println!(
-        "| {:<26} | {:>9} | {:>9} | {:>9} | {:>13} |",
+        "| {:<31} | {:>9} | {:>9} | {:>9} | {:>13} |",
         "", "p50 µs", "p99 µs", "max µs", "round trips/s"
     );
     println!(
-        "|{:-<28}|{:->11}|{:->11}|{:->11}|{:->15}|",
+        "|{:-<33}|{:->11}|{:->11}|{:->11}|{:->15}|",
         "", "", "", "", ""
     );
     for (name, r) in [
         ("daemon, 1 client".to_string(), &daemon_1),
         ("anchor (echo), 1 client".to_string(), &echo_1),
+        ("anchor, own process, 1 client".to_string(), &process_1),
         (format!("daemon, {clients} clients"), &daemon_n),
         (format!("anchor (echo), {clients} clients"), &echo_n),
+        (
+            format!("anchor, own process, {clients} clients"),
+            &process_n,
+        ),
     ] {
         println!(
-            "| {:<26} | {:>9.1} | {:>9.1} | {:>9.1} | {:>13.0} |",
+            "| {:<31} | {:>9.1} | {:>9.1} | {:>9.1} | {:>13.0} |",
             name, r.p50_us, r.p99_us, r.max_us, r.per_sec
         );
     }
@@ -120,10 +144,11 @@ fn main() {
     }
     let met = daemon_n.p99_us < TARGET_P99_US;
     println!(
-        "target: daemon p99 with {clients} clients under {TARGET_P99_US} µs: {} ({:.1} µs; anchor {:.1} µs)",
+        "target: daemon p99 with {clients} clients under {TARGET_P99_US} µs: {} ({:.1} µs; anchor {:.1} µs, in its own process {:.1} µs)",
         if met { "met" } else { "MISSED" },
         daemon_n.p99_us,
-        echo_n.p99_us
+        echo_n.p99_us,
+        process_n.p99_us
     );
 
     if let Some(path) = std::env::var_os("SILICA_CRON_BENCH_JSON") {
@@ -136,6 +161,8 @@ fn main() {
             "anchor_1": echo_1.json(),
             "daemon_n": daemon_n.json(),
             "anchor_n": echo_n.json(),
+            "anchor_process_1": process_1.json(),
+            "anchor_process_n": process_n.json(),
             "target_p99_us": TARGET_P99_US,
             "daemon_cpu_us_per_request_1": cpu_1,
             "daemon_cpu_us_per_request_n": cpu_n,
@@ -308,6 +335,53 @@ fn start_echo_server(path: &Path, reply_len: usize) {
             });
         }
     });
+}
+
+/// The anchor's server alone, in the process [`EchoProcess`] starts; never returns.
+fn serve_echo_process(spec: &str) -> ! {
+    let (len, path) = spec
+        .split_once(' ')
+        .unwrap_or_else(|| panic!("{ECHO_PROCESS}={spec:?}: expected REPLY_LEN SOCKET"));
+    let len = len.parse().expect("reply length");
+    start_echo_server(Path::new(path), len);
+    loop {
+        std::thread::park();
+    }
+}
+
+/// This binary again, as the anchor in a process of its own; stopped when dropped.
+struct EchoProcess(Child);
+
+impl EchoProcess {
+    fn start(socket: &Path, reply_len: usize) -> EchoProcess {
+        let exe = std::env::current_exe().expect("path of this bench");
+        let child = Command::new(exe)
+            .env(ECHO_PROCESS, format!("{reply_len} {}", socket.display()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start the anchor's own process");
+        let mut p = EchoProcess(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while UnixStream::connect(socket).is_err() {
+            if let Ok(Some(status)) = p.0.try_wait() {
+                panic!("the anchor's own process exited with {status}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the anchor's own process did not listen within 20 s"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        p
+    }
+}
+
+impl Drop for EchoProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// A release daemon on a temp directory, for runs without bench/run.sh.
