@@ -80,7 +80,7 @@ fn main() {
     start_echo_server(&anchor, reply_len);
     let anchor_request = zero_frame(request.len() - frame::HEADER_LEN);
     let process_anchor = anchor_dir.path().join("echo-process.sock");
-    let _echo_process = EchoProcess::start(&process_anchor, reply_len);
+    let echo_process = EchoProcess::start(&process_anchor, reply_len);
 
     println!(
         "request latency: persistent connections, hello once, {WARMUP} warm-up then {iters} timed round trips per client"
@@ -99,11 +99,15 @@ fn main() {
     let cpu = cpu_secs(pid);
     let daemon_1 = run(&socket, &request, 1, iters, roundtrip_daemon);
     let cpu_1 = cpu_per_request(pid, cpu, WARMUP + iters);
+    let echo_pid = echo_process.0.id();
+    let cpu = cpu_secs(echo_pid);
     let process_1 = run(&process_anchor, &anchor_request, 1, iters, roundtrip_raw);
+    let echo_cpu_1 = cpu_per_request(echo_pid, cpu, WARMUP + iters);
     let echo_n = run(&anchor, &anchor_request, clients, iters, roundtrip_raw);
     let cpu = cpu_secs(pid);
     let daemon_n = run(&socket, &request, clients, iters, roundtrip_daemon);
     let cpu_n = cpu_per_request(pid, cpu, clients * (WARMUP + iters));
+    let cpu = cpu_secs(echo_pid);
     let process_n = run(
         &process_anchor,
         &anchor_request,
@@ -111,6 +115,7 @@ fn main() {
         iters,
         roundtrip_raw,
     );
+    let echo_cpu_n = cpu_per_request(echo_pid, cpu, clients * (WARMUP + iters));
 
     println!(
         "| {:<31} | {:>9} | {:>9} | {:>9} | {:>13} |",
@@ -142,6 +147,11 @@ fn main() {
             "daemon CPU (user+sys, all threads) per status request: {c1:.0} µs with 1 client, {cn:.0} µs with {clients} clients"
         );
     }
+    if let (Some(c1), Some(cn)) = (echo_cpu_1, echo_cpu_n) {
+        println!(
+            "anchor in its own process, CPU per request: {c1:.0} µs with 1 client, {cn:.0} µs with {clients} clients"
+        );
+    }
     let met = daemon_n.p99_us < TARGET_P99_US;
     println!(
         "target: daemon p99 with {clients} clients under {TARGET_P99_US} µs: {} ({:.1} µs; anchor {:.1} µs, in its own process {:.1} µs)",
@@ -166,6 +176,8 @@ fn main() {
             "target_p99_us": TARGET_P99_US,
             "daemon_cpu_us_per_request_1": cpu_1,
             "daemon_cpu_us_per_request_n": cpu_n,
+            "anchor_process_cpu_us_per_request_1": echo_cpu_1,
+            "anchor_process_cpu_us_per_request_n": echo_cpu_n,
         });
         std::fs::write(
             &path,
