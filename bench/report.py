@@ -102,9 +102,11 @@ def main():
                  + own(pn, lambda p: f"{p['round_trips_per_s']:,.0f}"),
                  f"{an['round_trips_per_s'] / dn['round_trips_per_s']:.1f}x fewer", "", ""))
     c1, cn = lat.get("daemon_cpu_us_per_request_1"), lat.get("daemon_cpu_us_per_request_n")
+    e1, en = lat.get("anchor_process_cpu_us_per_request_1"), lat.get("anchor_process_cpu_us_per_request_n")
     if c1 is not None and cn is not None:
         rows.append(("daemon CPU per status request (user+sys)", f"{c1:.0f} µs (1 client), {cn:.0f} µs ({n})",
-                     "", "", "", ""))
+                     f"raw socket, own process: {e1:.0f} µs (1 client), {en:.0f} µs ({n})"
+                     if e1 is not None and en is not None else "", "", "", ""))
 
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     out = sys.stdout
