@@ -1,6 +1,7 @@
 //! silica-crond: the daemon. Owns the database, applies migrations, serves the control socket.
 //! `silica-crond migrate …` runs one migration command one-shot instead.
 
+mod dirwatch;
 mod lock;
 mod logging;
 mod migrate;

@@ -22,7 +22,11 @@ pub struct Shared {
     started: Instant,
     /// The last schema state, valid while the database's data_version and the source stay the
     /// same (status is asked often; the answer changes rarely).
-    schema_cache: Mutex<Option<(DataVersion, Source, SchemaState)>>,
+    schema_cache: Mutex<SchemaCache>,
+    /// Writes to the database's files since status last looked: while there are none, the
+    /// cached schema state is answered without asking SQLite (whose read transaction costs
+    /// several fcntl locks under the database mutex). None when inotify is unavailable.
+    writes: Option<crate::dirwatch::Writes>,
     pid: u32,
     /// Poked when jobs, the schema or the configuration change: the scheduler plans again.
     pub replan: tokio::sync::Notify,
@@ -30,6 +34,15 @@ pub struct Shared {
     runs: Mutex<std::collections::HashMap<i64, runner::Cancel>>,
     /// The queue of run ends to the task that records them (started on first use).
     pub ends: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<crate::scheduler::run::End>>,
+}
+
+#[derive(Default)]
+struct SchemaCache {
+    entry: Option<(DataVersion, Source, SchemaState)>,
+    /// Polls of `writes` that saw a write, and how many of them a check of `data_version`
+    /// has covered: the entry is answered without a check only when the two are equal.
+    writes_seen: u64,
+    writes_checked: u64,
 }
 
 /// Where the database stands against the revision files.
@@ -43,13 +56,19 @@ pub struct SchemaState {
 
 impl Shared {
     pub fn new(args: GlobalArgs, serve: ServeArgs, settings: Settings, db: Db) -> Shared {
+        let writes = crate::dirwatch::Writes::new(&settings.db)
+            .inspect_err(|e| {
+                warn!(error = %e, "cannot watch the database's directory; status asks SQLite every time")
+            })
+            .ok();
         Shared {
+            writes,
             args,
             serve,
             settings: RwLock::new(Arc::new(settings)),
             db: Mutex::new(db),
             started: Instant::now(),
-            schema_cache: Mutex::new(None),
+            schema_cache: Mutex::new(SchemaCache::default()),
             pid: std::process::id(),
             replan: tokio::sync::Notify::new(),
             runs: Mutex::new(std::collections::HashMap::new()),
@@ -120,30 +139,58 @@ impl Shared {
     }
 
     pub fn schema_state(&self) -> SchemaState {
-        self.schema_state_with(&mut self.db())
+        let source = crate::source_for(&self.settings(), None);
+        self.unwritten_schema_state(&source)
+            .unwrap_or_else(|| self.schema_state_with(&mut self.db()))
+    }
+
+    /// The cached schema state when nobody has written the database since it was checked.
+    /// A writer that finished before this call has its events queued already (inotify queues
+    /// them in the write itself), so a client that changed the database and then asks is
+    /// never answered from before its change.
+    fn unwritten_schema_state(&self, source: &Source) -> Option<SchemaState> {
+        let writes = self.writes.as_ref()?;
+        let mut cache = self.schema_cache();
+        if writes.written() {
+            cache.writes_seen += 1;
+        }
+        if cache.writes_seen != cache.writes_checked {
+            return None;
+        }
+        match &cache.entry {
+            Some((_, s, state)) if s == source && *source == Source::BuiltIn => Some(state.clone()),
+            _ => None,
+        }
+    }
+
+    fn schema_cache(&self) -> MutexGuard<'_, SchemaCache> {
+        self.schema_cache.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn schema_state_with(&self, db: &mut Db) -> SchemaState {
         let source = crate::source_for(&self.settings(), None);
+        // Taken before data_version is read: the writes seen so far are covered by this check.
+        let seen = self.schema_cache().writes_seen;
         let version = db.data_version();
-        let mut cache = self.schema_cache.lock().unwrap_or_else(|p| p.into_inner());
+        let mut cache = self.schema_cache();
+        cache.writes_checked = cache.writes_checked.max(seen);
         // A directory source may change under us; only the built-in files are cached.
-        if let (Some(v), Some((cv, cs, state))) = (version, cache.as_ref()) {
+        if let (Some(v), Some((cv, cs, state))) = (version, cache.entry.as_ref()) {
             if *cv == v && *cs == source && source == Source::BuiltIn {
                 return state.clone();
             }
         }
         let state = schema_state(db, &source);
-        *cache = version.map(|v| (v, source, state.clone()));
+        cache.entry = version.map(|v| (v, source, state.clone()));
         state
     }
 
     fn forget_schema_state(&self) {
-        *self.schema_cache.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        self.schema_cache().entry = None;
     }
 
     pub fn status(&self) -> Result<StatusInfo, ErrorReply> {
-        let schema = self.schema_state_with(&mut self.db());
+        let schema = self.schema_state();
         let gate = self.gate_for(&schema);
         self.status_from(schema, gate)
     }

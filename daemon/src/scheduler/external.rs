@@ -3,10 +3,8 @@
 //! `data_version` then says whether another connection committed (our own writes do not move
 //! it), and only then does the scheduler plan again. Nothing wakes while nobody writes.
 
-use std::ffi::{CString, OsStr};
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Arc;
 
 use tokio::io::unix::AsyncFd;
@@ -17,7 +15,7 @@ use crate::state::Shared;
 
 pub async fn watch_database(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
     let db = shared.settings().db.clone();
-    let (Some(dir), Some(name)) = (db.parent(), db.file_name()) else {
+    let (Some(dir), Some(files)) = (db.parent(), crate::dirwatch::DbFiles::of(&db)) else {
         return;
     };
     let fd = match inotify(dir) {
@@ -27,7 +25,6 @@ pub async fn watch_database(shared: Arc<Shared>, mut shutdown: watch::Receiver<b
             return;
         }
     };
-    let wal = [name.as_bytes(), b"-wal"].concat();
     let mut last = data_version(&shared).await;
     let mut buf = vec![0u8; 64 * 1024];
     loop {
@@ -43,7 +40,7 @@ pub async fn watch_database(shared: Arc<Shared>, mut shutdown: watch::Receiver<b
                 guard.clear_ready();
                 break;
             }
-            ours |= names(&buf[..n as usize]).any(|n| n == name.as_bytes() || n == wal.as_slice());
+            ours |= files.written(&buf[..n as usize]);
         }
         if !ours {
             continue;
@@ -73,36 +70,7 @@ async fn data_version(shared: &Arc<Shared>) -> Option<crate::migrate::store::Dat
 }
 
 fn inotify(dir: &std::path::Path) -> io::Result<AsyncFd<OwnedFd>> {
-    // SAFETY: inotify_init1 returns a new descriptor or -1.
-    let raw = unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) };
-    if raw < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: a descriptor nobody else owns.
-    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-    let path =
-        CString::new(dir.as_os_str().as_bytes()).map_err(|_| io::Error::other("NUL in path"))?;
-    let mask = libc::IN_MODIFY | libc::IN_CLOSE_WRITE | libc::IN_MOVED_TO | libc::IN_CREATE;
-    // SAFETY: a valid inotify descriptor and a NUL-terminated path.
-    if unsafe { libc::inotify_add_watch(fd.as_raw_fd(), path.as_ptr(), mask) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    let fd = crate::dirwatch::open(dir)?;
     // SAFETY: the OwnedFd stays open and the same until dropped with the AsyncFd.
     unsafe { AsyncFd::register(fd) }.map_err(|e| e.into_parts().1)
-}
-
-/// The file names in a buffer of inotify events.
-fn names(mut buf: &[u8]) -> impl Iterator<Item = &[u8]> {
-    const HEADER: usize = std::mem::size_of::<libc::inotify_event>();
-    std::iter::from_fn(move || {
-        if buf.len() < HEADER {
-            return None;
-        }
-        let len = u32::from_ne_bytes(buf[12..16].try_into().ok()?) as usize;
-        let end = (HEADER + len).min(buf.len());
-        let raw = &buf[HEADER..end];
-        buf = &buf[end..];
-        let name = raw.split(|b| *b == 0).next().unwrap_or(&[]);
-        Some(OsStr::from_bytes(name).as_bytes())
-    })
 }
