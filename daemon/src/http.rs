@@ -38,6 +38,9 @@ const CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 /// Request line and headers; a GET needs far less. Bodies are never read.
 const MAX_HEAD: usize = 16 * 1024;
+/// An answer not ready within this is a 503: the database is held by something long (a
+/// migration of a big table), and a health check must not hang with it.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum BindError {
@@ -83,6 +86,9 @@ pub async fn bind(host: &str, port: u16) -> Result<TcpListener, BindError> {
 /// Accepts until `stop` turns true, then lets responses in flight finish (bounded).
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    // One answer is computed at a time: while the database is held, waiting checks queue here
+    // instead of each taking a blocking thread from the pool the runs need.
+    let answering = Arc::new(Semaphore::new(1));
     let mut conns = JoinSet::new();
     loop {
         tokio::select! {
@@ -90,9 +96,9 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, mut stop: watch::
             accepted = listener.accept() => match accepted {
                 Ok((tcp, peer)) => match slots.clone().try_acquire_owned() {
                     Ok(permit) => {
-                        let (shared, stop) = (shared.clone(), stop.clone());
+                        let (shared, stop, answering) = (shared.clone(), stop.clone(), answering.clone());
                         conns.spawn(async move {
-                            connection(tcp, shared, stop).await;
+                            connection(tcp, shared, answering, stop).await;
                             drop(permit);
                         });
                     }
@@ -121,12 +127,13 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, mut stop: watch::
 async fn connection(
     tcp: tokio::net::TcpStream,
     shared: Arc<Shared>,
+    answering: Arc<Semaphore>,
     mut stop: watch::Receiver<bool>,
 ) {
     let _ = tcp.set_nodelay(true);
     let service = service_fn(move |req| {
-        let shared = shared.clone();
-        async move { Ok::<_, Infallible>(route(req, shared).await) }
+        let (shared, answering) = (shared.clone(), answering.clone());
+        async move { Ok::<_, Infallible>(route(req, shared, answering).await) }
     });
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
@@ -162,7 +169,11 @@ async fn connection(
     }
 }
 
-async fn route(req: Request<Incoming>, shared: Arc<Shared>) -> Response<Full<Bytes>> {
+async fn route(
+    req: Request<Incoming>,
+    shared: Arc<Shared>,
+    answering: Arc<Semaphore>,
+) -> Response<Full<Bytes>> {
     let path = req.uri().path();
     if path != "/health" && path != "/metrics" {
         return plain(
@@ -181,21 +192,50 @@ async fn route(req: Request<Incoming>, shared: Arc<Shared>) -> Response<Full<Byt
         return r;
     }
     let is_health = path == "/health";
+    let deadline = tokio::time::Instant::now() + ANSWER_TIMEOUT;
+    let Ok(Ok(permit)) = tokio::time::timeout_at(deadline, answering.acquire_owned()).await else {
+        return busy(is_health);
+    };
     let answer = tokio::task::spawn_blocking(move || {
+        let _one_at_a_time = permit;
         if is_health {
             health(&shared)
         } else {
             metrics_text(&shared)
         }
-    })
-    .await;
-    match answer {
-        Ok(r) => r,
-        Err(e) => plain(
+    });
+    match tokio::time::timeout_at(deadline, answer).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => plain(
             StatusCode::INTERNAL_SERVER_ERROR,
             &format!("internal error: {e}\n"),
         ),
+        Err(_) => busy(is_health),
     }
+}
+
+fn busy(is_health: bool) -> Response<Full<Bytes>> {
+    let reason = format!(
+        "no answer within {} s: the database is held by a long operation (a migration?)",
+        ANSWER_TIMEOUT.as_secs()
+    );
+    if !is_health {
+        return plain(StatusCode::SERVICE_UNAVAILABLE, &format!("{reason}\n"));
+    }
+    let body = serde_json::json!({
+        "status": "unavailable",
+        "version": proto::PRODUCT_VERSION,
+        "revision": null,
+        "heads": [],
+        "at_head": null,
+        "scheduler": null,
+        "reason": reason,
+    });
+    respond(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "application/json",
+        format!("{body}\n"),
+    )
 }
 
 fn plain(code: StatusCode, text: &str) -> Response<Full<Bytes>> {
