@@ -64,10 +64,7 @@ pub fn status(s: &StatusInfo, json: bool) -> i32 {
     .ok();
     let _ = writeln!(out, "scheduler:   {}", s.scheduler);
     if let Some(http) = &s.http {
-        let _ = writeln!(
-            out,
-            "http:        {http} (accepted; the HTTP side is not served yet)"
-        );
+        let _ = writeln!(out, "http:        http://{http}/health, /metrics");
     }
     exit_code::OK
 }

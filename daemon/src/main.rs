@@ -2,8 +2,10 @@
 //! `silica-crond migrate …` runs one migration command one-shot instead.
 
 mod dirwatch;
+mod http;
 mod lock;
 mod logging;
+mod metrics;
 mod migrate;
 mod notify;
 mod oneshot;
@@ -147,11 +149,24 @@ fn daemon(args: GlobalArgs, serve: ServeArgs, settings: Settings) -> anyhow::Res
         .context("cannot start the async runtime")?;
     runtime.block_on(async {
         let listener = server::bind(&settings.socket)?;
+        // A configured listener that cannot bind is fatal, as the control socket is: a daemon
+        // that runs without the health endpoint it was asked for fails its checks silently.
+        let http_listener = match shared.http_config() {
+            Some((host, port)) => {
+                let l = http::bind(&host, port).await?;
+                if let Ok(addr) = l.local_addr() {
+                    shared.set_http_bound(addr);
+                }
+                Some(l)
+            }
+            None => None,
+        };
         let schema = shared.schema_state();
         info!(
             pid = std::process::id(),
             database = %settings.db.display(),
             socket = %settings.socket.display(),
+            http = %shared.http_address().unwrap_or_else(|| "off".into()),
             environment = if settings.production { "production" } else { "development" },
             "silica-crond {} ready", proto::PRODUCT_VERSION
         );
@@ -178,7 +193,12 @@ fn daemon(args: GlobalArgs, serve: ServeArgs, settings: Settings) -> anyhow::Res
                 shared.stop_all_runs(grace).await;
             })
         };
+        let http_server = http_listener
+            .map(|l| tokio::spawn(http::serve(l, shared.clone(), stop_rx.clone())));
         server::serve(listener, shared.clone(), stop_rx).await;
+        if let Some(h) = http_server {
+            let _ = h.await;
+        }
         let _ = scheduler.await;
         let _ = stopper.await;
         let _ = watcher.await;

@@ -263,6 +263,7 @@ fn connection(sock: &UnixStream, shared: &Arc<Shared>, runtime: &Handle) -> Resu
             }
         };
         let ClientMsg::Request(req) = msg;
+        crate::metrics::socket_request(&req);
         respond(&mut conn, shared, runtime, req)?;
     }
 }

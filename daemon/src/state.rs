@@ -34,6 +34,8 @@ pub struct Shared {
     runs: Mutex<std::collections::HashMap<i64, runner::Cancel>>,
     /// The queue of run ends to the task that records them (started on first use).
     pub ends: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<crate::scheduler::run::End>>,
+    /// Where the HTTP side listens, once it does (the real port when 0 was asked for).
+    http_bound: std::sync::OnceLock<std::net::SocketAddr>,
 }
 
 #[derive(Default)]
@@ -73,6 +75,7 @@ impl Shared {
             replan: tokio::sync::Notify::new(),
             runs: Mutex::new(std::collections::HashMap::new()),
             ends: std::sync::OnceLock::new(),
+            http_bound: std::sync::OnceLock::new(),
         }
     }
 
@@ -110,6 +113,13 @@ impl Shared {
             Ok(new) => {
                 if new.db != old.db || new.socket != old.socket {
                     warn!("the database and socket paths change only with a restart; keeping {} and {}", old.db.display(), old.socket.display());
+                }
+                if self.http_config_with(&new) != self.http_config_with(&old) {
+                    warn!(
+                        "the HTTP address changes only with a restart; keeping {}",
+                        self.http_address()
+                            .unwrap_or_else(|| "none (not listening)".into())
+                    );
                 }
                 if new.file.max_connections != old.file.max_connections {
                     warn!(
@@ -223,8 +233,12 @@ impl Shared {
         })
     }
 
-    fn http_address(&self) -> Option<String> {
-        let s = self.settings();
+    /// The HTTP side's host and port: flags beat the config file; no port, no HTTP side.
+    pub fn http_config(&self) -> Option<(String, u16)> {
+        self.http_config_with(&self.settings())
+    }
+
+    fn http_config_with(&self, s: &Settings) -> Option<(String, u16)> {
         let port = self.serve.bind_port.or(s.file.bind_port)?;
         let host = self
             .serve
@@ -232,7 +246,24 @@ impl Shared {
             .clone()
             .or(s.file.bind_host.clone())
             .unwrap_or_else(|| "127.0.0.1".into());
-        Some(format!("{host}:{port}"))
+        Some((host, port))
+    }
+
+    pub fn set_http_bound(&self, addr: std::net::SocketAddr) {
+        let _ = self.http_bound.set(addr);
+    }
+
+    /// Where the HTTP side listens (not what a reloaded file asks for: that needs a restart).
+    pub fn http_address(&self) -> Option<String> {
+        self.http_bound.get().map(|a| a.to_string())
+    }
+
+    pub fn uptime(&self) -> std::time::Duration {
+        self.started.elapsed()
+    }
+
+    pub fn runs_in_progress(&self) -> usize {
+        self.runs.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 
     /// SQLite's data_version on the daemon's connection (moves when another process commits).

@@ -64,10 +64,12 @@ pub enum DaemonCommand {
 /// How the daemon runs in the foreground (`silica-crond`, `silica-cron`, `silica-cron serve`).
 #[derive(Args, Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ServeArgs {
-    /// Port of the HTTP side (health, metrics); accepted and shown in status.
+    /// Serve GET /health and GET /metrics over HTTP on this port (0: any free port, shown in
+    /// status and the log). No port, no HTTP listener.
     #[arg(long, value_name = "PORT")]
     pub bind_port: Option<u16>,
-    /// Host of the HTTP side.
+    /// Address or host name the HTTP listener binds (default 127.0.0.1; 0.0.0.0 exposes
+    /// health and metrics, read-only, to the network).
     #[arg(long, value_name = "HOST")]
     pub bind_host: Option<String>,
 }

@@ -554,33 +554,54 @@ fn sigterm_right_after_start_is_a_clean_stop() {
 fn reload_applies_a_good_file_and_keeps_the_old_one_on_a_bad_file() {
     let env = Env::new();
     let config = env.path().join("config.toml");
-    std::fs::write(&config, "bind_port = 8080\nmax_connections = 64\n").unwrap();
+    // The environment is a key that takes effect on reload and shows in status; the HTTP
+    // address (port 0: any free port) is one that needs a restart.
+    std::fs::write(
+        &config,
+        "environment = 'development'\nbind_port = 0\nmax_connections = 64\n",
+    )
+    .unwrap();
     let mut d = env.start_daemon(&["--config", config.to_str().unwrap()]);
+    let environment = |env: &Env| status_json(env)["environment"].clone();
     let http = |env: &Env| status_json(env)["http"].clone();
-    assert_eq!(http(&env), "127.0.0.1:8080");
+    assert_eq!(environment(&env), "development");
+    let listening = http(&env);
+    assert!(
+        listening
+            .as_str()
+            .is_some_and(|a| a.starts_with("127.0.0.1:")),
+        "{listening}"
+    );
 
     // SIGHUP with a good file.
-    std::fs::write(&config, "bind_port = 9090\n").unwrap();
+    std::fs::write(&config, "environment = 'production'\nbind_port = 0\n").unwrap();
     d.signal(libc::SIGHUP);
     wait_until(Duration::from_secs(10), "SIGHUP reloads", || {
-        http(&env) == "127.0.0.1:9090"
+        environment(&env) == "production"
     });
     wait_for_log(&d, "configuration reloaded");
 
-    // `silica-cron reload` with a good file: effective when it returns.
-    std::fs::write(&config, "bind_port = 9191\nbind_host = '0.0.0.0'\n").unwrap();
+    // `silica-cron reload` with a good file: effective when it returns. A new HTTP address is
+    // not: the listener stays where it is, and the log says so.
+    std::fs::write(
+        &config,
+        "environment = 'development'\nbind_port = 9191\nbind_host = '0.0.0.0'\n",
+    )
+    .unwrap();
     let out = env.cli(&["reload"]);
     out.ok();
-    assert_eq!(http(&env), "0.0.0.0:9191");
+    assert_eq!(environment(&env), "development");
+    assert_eq!(http(&env), listening);
+    wait_for_log(&d, "the HTTP address changes only with a restart");
 
     // A bad file: the client is told which key, the running configuration stays.
-    std::fs::write(&config, "bind_port = 7070\nbind_prot = 7071\n").unwrap();
+    std::fs::write(&config, "environment = 'production'\nbind_prot = 7071\n").unwrap();
     let out = env.cli(&["reload"]);
     out.code(1)
         .stderr_has("bind_prot")
         .stderr_has("configuration not reloaded")
         .stderr_has(config.to_str().unwrap());
-    assert_eq!(http(&env), "0.0.0.0:9191");
+    assert_eq!(environment(&env), "development");
     assert_serving(&env, &mut d);
 
     // SIGHUP with the bad file: logged, still serving with the old configuration.
@@ -588,7 +609,7 @@ fn reload_applies_a_good_file_and_keeps_the_old_one_on_a_bad_file() {
     wait_for_log(&d, "configuration not reloaded");
     assert!(d.log().contains("bind_prot"), "{}", d.log());
     assert_serving(&env, &mut d);
-    assert_eq!(http(&env), "0.0.0.0:9191");
+    assert_eq!(environment(&env), "development");
 
     // A file that went missing is an error too, not a crash.
     std::fs::remove_file(&config).unwrap();

@@ -309,6 +309,7 @@ impl Scheduler {
             .await;
         match interrupted {
             Ok(ids) if !ids.is_empty() => {
+                crate::metrics::executions_ended("interrupted", ids.len() as u64);
                 let markers: Vec<String> = ids.iter().map(|id| format!("{prefix}{id}")).collect();
                 let killed = run::kill_marked(&markers);
                 warn!(executions = ?ids, processes_killed = killed, "runs left by a previous daemon are marked interrupted");
@@ -432,6 +433,7 @@ impl Scheduler {
                     job_id: Some(job.id),
                 }),
                 Some((execution, _)) => {
+                    crate::metrics::executions_ended("skipped", 1);
                     info!(job = %job.name, execution, "skipped: the previous run is still running")
                 }
                 None => {} // already recorded: this (job, instant) fired before

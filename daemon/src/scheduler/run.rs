@@ -10,6 +10,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
 
 use super::sql_time_ms;
+use crate::metrics;
 use crate::state::Shared;
 
 /// What a run needs from the database.
@@ -21,6 +22,10 @@ pub struct Prepared {
     timeout: Option<i64>,
     execution: i64,
     session_id: String,
+    /// For the firing-lag metric: the row's instant and trigger, and when it was marked running.
+    scheduled_for: Option<String>,
+    trigger: String,
+    marked_at: Timestamp,
 }
 
 /// Environment variables a job inherits from the daemon (everything else is dropped).
@@ -48,11 +53,12 @@ pub fn mark_running(
     tx: &rusqlite::Transaction<'_>,
     executions: &[i64],
 ) -> rusqlite::Result<Vec<Prepared>> {
-    let started = sql_time_ms(Timestamp::now());
+    let now = Timestamp::now();
+    let started = sql_time_ms(now);
     let mut out = Vec::with_capacity(executions.len());
     {
         let mut select = tx.prepare_cached(
-            "SELECT p.prompt_text, p.model, p.persona, coalesce(j.name, 'manual:' || p.name), j.timeout_seconds
+            "SELECT p.prompt_text, p.model, p.persona, coalesce(j.name, 'manual:' || p.name), j.timeout_seconds, e.scheduled_for, e.trigger_kind
              FROM job_executions e
              JOIN prompts p ON p.id = coalesce(e.prompt_id, (SELECT prompt_id FROM scheduled_jobs WHERE id = e.scheduled_job_id))
              LEFT JOIN scheduled_jobs j ON j.id = e.scheduled_job_id
@@ -73,6 +79,9 @@ pub fn mark_running(
                         timeout: r.get(4)?,
                         execution,
                         session_id: session_id.clone(),
+                        scheduled_for: r.get(5)?,
+                        trigger: r.get(6)?,
+                        marked_at: now,
                     })
                 })
                 .optional()?;
@@ -91,6 +100,25 @@ pub fn mark_running(
 impl Prepared {
     pub fn execution(&self) -> i64 {
         self.execution
+    }
+
+    /// What the firing lag is measured from: a scheduled run's instant; for manual and
+    /// catch-up runs (whose instant is not when they were asked for), when it was marked
+    /// running. Parsed only after the process started, off the path to it.
+    fn due(&self) -> (metrics::Trigger, Option<std::time::SystemTime>) {
+        let trigger = metrics::Trigger::from_kind(&self.trigger);
+        let due = match trigger {
+            metrics::Trigger::Schedule => self
+                .scheduled_for
+                .as_deref()
+                .and_then(super::parse_sql_time),
+            _ => Some(self.marked_at),
+        };
+        let since_epoch = due.and_then(|t| u64::try_from(t.as_nanosecond()).ok());
+        (
+            trigger,
+            since_epoch.map(|n| std::time::UNIX_EPOCH + Duration::from_nanos(n)),
+        )
     }
 }
 
@@ -195,8 +223,24 @@ async fn run_marked(
 
     info!(execution, job = %prepared.job_name, session = %session_id, "run started");
     let heartbeat = tokio::spawn(heartbeat(shared.clone(), execution));
-    let outcome = runner::run(spec, live, cancel).await;
+    // The lag is recorded as soon as the process has started, not when the run ends.
+    let (started_tx, started_rx) = oneshot::channel();
+    let live = runner::Live {
+        started: Some(started_tx),
+        ..live
+    };
+    let lag = async {
+        let at = started_rx.await.ok()?.at;
+        if let (trigger, Some(due)) = prepared.due() {
+            metrics::firing_lag(trigger, at.duration_since(due).unwrap_or_default());
+        }
+        Some(at)
+    };
+    let (outcome, spawned_at) = tokio::join!(runner::run(spec, live, cancel), lag);
     heartbeat.abort();
+    if let Some(at) = spawned_at {
+        metrics::run_duration(outcome.finished.duration_since(at).unwrap_or_default());
+    }
     let (status, code, note) = match &outcome.status {
         runner::Status::Exited(0) => ("completed", Some(0), String::new()),
         runner::Status::Exited(c) => ("failed", Some(*c as i64), format!("exited with code {c}")),
@@ -244,6 +288,7 @@ async fn finish(
     error: &str,
     truncated: bool,
 ) {
+    metrics::executions_ended(status, 1);
     let (done, committed) = oneshot::channel();
     let record = End {
         execution,
@@ -456,4 +501,44 @@ fn new_uuid() -> String {
         h[8..10].concat(),
         h[10..].concat()
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn prepared(trigger: &str, scheduled_for: Option<&str>, marked_at: Timestamp) -> Prepared {
+        Prepared {
+            prompt: String::new(),
+            model: String::new(),
+            persona: String::new(),
+            job_name: String::new(),
+            timeout: None,
+            execution: 1,
+            session_id: String::new(),
+            scheduled_for: scheduled_for.map(str::to_string),
+            trigger: trigger.to_string(),
+            marked_at,
+        }
+    }
+
+    /// A scheduled run's lag counts from its instant; a manual or catch-up run's from when
+    /// it was marked running (its row's instant is not when it was asked for).
+    #[test]
+    fn the_lag_of_a_scheduled_run_counts_from_its_instant() {
+        let marked = Timestamp::from_second(1_800_000_000).unwrap();
+        let epoch = |s: u64| Some(std::time::UNIX_EPOCH + Duration::from_secs(s));
+        // 2026-01-15 08:00:00 UTC
+        let (t, due) = prepared("schedule", Some("2026-01-15 08:00:00"), marked).due();
+        assert_eq!(t, metrics::Trigger::Schedule);
+        assert_eq!(due, epoch(1_768_464_000));
+        let (t, due) = prepared("catch-up", Some("2026-01-15 08:00:00"), marked).due();
+        assert_eq!(t, metrics::Trigger::CatchUp);
+        assert_eq!(due, epoch(1_800_000_000));
+        let (t, due) = prepared("manual", None, marked).due();
+        assert_eq!(t, metrics::Trigger::Manual);
+        assert_eq!(due, epoch(1_800_000_000));
+        // A row whose instant cannot be read records no lag rather than a wrong one.
+        assert_eq!(prepared("schedule", Some("garbage"), marked).due().1, None);
+    }
 }
