@@ -151,7 +151,11 @@ impl Connection {
         req: Request,
         mut on_line: impl FnMut(Output),
     ) -> Result<Result<Exit, ErrorReply>, ConnectError> {
-        let streams = matches!(req, Request::Migrate(_));
+        // These may run long (a migration, a backup of a large database): no read timeout.
+        let streams = matches!(
+            req,
+            Request::Migrate(_) | Request::Backup(_) | Request::Restore(_)
+        );
         self.send(req)?;
         if streams {
             self.stream

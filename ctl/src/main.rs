@@ -13,8 +13,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use proto::cli::{GlobalArgs, MigrateCmd, ServeArgs};
-use proto::message::{exit_code, MigrateRequest, Request};
+use proto::cli::{BackupArgs, GlobalArgs, MigrateCmd, RestoreArgs, ServeArgs};
+use proto::message::{exit_code, BackupRequest, MigrateRequest, Request, RestoreRequest};
 use proto::paths::Settings;
 
 use crate::connection::{ConnectError, Connection};
@@ -42,6 +42,14 @@ enum Command {
     Status,
     /// Make the daemon re-read its configuration file.
     Reload,
+    /// Stop firing scheduled runs (kept across daemon restarts; runs in progress go on).
+    Pause,
+    /// Fire scheduled runs again after `pause`.
+    Resume,
+    /// Write a consistent copy of the database (works with or without a running daemon).
+    Backup(BackupArgs),
+    /// Replace the database by a backup, after checking it (works with or without a daemon).
+    Restore(RestoreArgs),
     /// Database migrations (works with or without a running daemon).
     Migrate {
         #[command(subcommand)]
@@ -100,6 +108,25 @@ fn main() -> ExitCode {
         Some(Command::Status) => code(status(&settings, cli.global.json)),
         Some(Command::Reload) => code(simple(&settings, Request::Reload, "reload")),
         Some(Command::Migrate { cmd }) => code(migrate(&settings, &cli.global, cmd)),
+        Some(Command::Pause) => code(simple(&settings, Request::Pause, "pause")),
+        Some(Command::Resume) => code(simple(&settings, Request::Resume, "resume")),
+        Some(Command::Backup(args)) => {
+            let req = Request::Backup(BackupRequest {
+                path: args.path.as_deref().map(absolute),
+                force: args.force,
+                json: cli.global.json,
+            });
+            code(maintenance(&settings, req, "backup"))
+        }
+        Some(Command::Restore(args)) => {
+            let req = Request::Restore(RestoreRequest {
+                path: absolute(&args.path),
+                force: args.force,
+                migrations_dir: cli.global.migrations_dir.as_deref().map(absolute),
+                production: settings.production,
+            });
+            code(maintenance(&settings, req, "restore"))
+        }
         Some(Command::Cron { cmd }) => code(cron::run(cmd, cli.global.json)),
         Some(Command::Completions { .. } | Command::Man { .. }) => code(exit_code::OK),
         Some(Command::Prompts { cmd }) => match records::prompts_request(cmd) {
@@ -212,6 +239,25 @@ fn record(settings: &Settings, req: Request, json: bool) -> i32 {
     match conn.record(req) {
         Ok(Ok(reply)) => records::render(&reply, json),
         Ok(Err(reply)) => render::fail(&reply.message),
+        Err(e) => render::fail(&e.to_string()),
+    }
+}
+
+/// A path as the daemon must see it: relative to this client's directory, not the daemon's.
+fn absolute(p: &std::path::Path) -> PathBuf {
+    proto::paths::absolute(&std::env::current_dir().unwrap_or_default(), p)
+}
+
+/// `backup` and `restore`: through the daemon, else one-shot in `silica-crond` (as `migrate`).
+fn maintenance(settings: &Settings, req: Request, what: &str) -> i32 {
+    let mut conn = match Connection::open(&settings.socket) {
+        Ok(c) => c,
+        Err(e) if e.is_unreachable() => return exec_daemon(&format!("run the {what}")),
+        Err(e) => return render::fail(&e.to_string()),
+    };
+    match conn.request(req, render::line) {
+        Ok(Ok(exit)) => exit.code as i32,
+        Ok(Err(reply)) => render::fail(&format!("{what}: {reply}")),
         Err(e) => render::fail(&e.to_string()),
     }
 }

@@ -1,6 +1,7 @@
 //! silica-crond: the daemon. Owns the database, applies migrations, serves the control socket.
 //! `silica-crond migrate …` runs one migration command one-shot instead.
 
+mod backup;
 mod dirwatch;
 mod http;
 mod lock;
@@ -56,6 +57,10 @@ fn main() -> ExitCode {
         Some(Command::Migrate { cmd }) => {
             ExitCode::from(oneshot::run(&settings, &cmd, cli.global.json) as u8)
         }
+        Some(Command::Backup(b)) => {
+            ExitCode::from(oneshot::backup(&settings, &b, cli.global.json) as u8)
+        }
+        Some(Command::Restore(r)) => ExitCode::from(oneshot::restore(&settings, &r) as u8),
         Some(Command::Serve(serve)) => run_daemon(cli.global, merge(cli.serve, serve), settings),
         None => run_daemon(cli.global, cli.serve, settings),
     }
@@ -170,6 +175,9 @@ fn daemon(args: GlobalArgs, serve: ServeArgs, settings: Settings) -> anyhow::Res
             environment = if settings.production { "production" } else { "development" },
             "silica-crond {} ready", proto::PRODUCT_VERSION
         );
+        if shared.pause_state() == state::Pause::Operator {
+            warn!(marker = %settings.pause_marker().display(), "the scheduler is paused (kept from before the restart); no job fires until: silica-cron resume");
+        }
         if let Some(note) = &schema.note {
             warn!("{note}; jobs do not fire until the database is at head");
         }
@@ -230,6 +238,7 @@ fn prepare_database(db: &mut Db, settings: &Settings) -> anyhow::Result<()> {
         source,
         production: settings.production,
         json: false,
+        backups: Some(backup::Policy::from_settings(settings)),
     };
     if settings.production {
         eprintln!("🚀 Production detected: auto-applying cron migrations...");

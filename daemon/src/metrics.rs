@@ -114,7 +114,18 @@ impl Trigger {
 const STATUSES: [&str; 5] = ["completed", "failed", "timed_out", "interrupted", "skipped"];
 
 /// Control-socket request kinds, by the variant of [`Request`].
-const REQUEST_KINDS: [&str; 6] = ["status", "prompt", "job", "execution", "reload", "migrate"];
+const REQUEST_KINDS: [&str; 10] = [
+    "status",
+    "prompt",
+    "job",
+    "execution",
+    "reload",
+    "migrate",
+    "pause",
+    "resume",
+    "backup",
+    "restore",
+];
 
 fn request_kind(req: &Request) -> usize {
     match req {
@@ -124,6 +135,10 @@ fn request_kind(req: &Request) -> usize {
         Request::Execution(_) => 3,
         Request::Reload => 4,
         Request::Migrate(_) => 5,
+        Request::Pause => 6,
+        Request::Resume => 7,
+        Request::Backup(_) => 8,
+        Request::Restore(_) => 9,
     }
 }
 

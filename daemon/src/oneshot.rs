@@ -3,10 +3,11 @@
 
 use std::io::Write;
 
-use proto::cli::MigrateCmd;
+use proto::cli::{BackupArgs, MigrateCmd, RestoreArgs};
 use proto::message::{exit_code, Output};
 use proto::paths::Settings;
 
+use crate::backup::Policy;
 use crate::lock::{OwnerLock, Role};
 use crate::migrate::{self, store::Db, Ctx, Sink};
 
@@ -29,6 +30,7 @@ pub fn run(settings: &Settings, cmd: &MigrateCmd, json: bool) -> i32 {
         source: crate::source_for(settings, None),
         production: settings.production,
         json,
+        backups: Some(crate::backup::Policy::from_settings(settings)),
     };
     let stdout = std::io::stdout();
     let stderr = std::io::stderr();
@@ -43,6 +45,82 @@ pub fn run(settings: &Settings, cmd: &MigrateCmd, json: bool) -> i32 {
         Ok(exit) => exit.code as i32,
         Err(e) => {
             eprintln!("FAILED: {e}");
+            exit_code::FAILED
+        }
+    }
+}
+
+/// `silica-crond backup [PATH]`: the daemon's backup, without a daemon. It only reads, so it
+/// takes no lock (a WAL reader never blocks a writer, and the copy is one consistent snapshot).
+pub fn backup(settings: &Settings, args: &BackupArgs, json: bool) -> i32 {
+    let policy = Policy::from_settings(settings);
+    let dest = match &args.path {
+        Some(p) => p.clone(),
+        None => {
+            if let Err(e) = std::fs::create_dir_all(&policy.dir) {
+                eprintln!(
+                    "silica-cron: backup: cannot create the backup directory {}: {e}",
+                    policy.dir.display()
+                );
+                return exit_code::FAILED;
+            }
+            crate::backup::default_path(&policy)
+        }
+    };
+    match crate::backup::backup_to(&settings.db, &dest, args.force) {
+        Ok(w) => {
+            println!("{}", crate::backup::report(&w, json));
+            exit_code::OK
+        }
+        Err(e) => {
+            eprintln!("silica-cron: backup: {e}");
+            exit_code::FAILED
+        }
+    }
+}
+
+/// `silica-crond restore PATH`: the daemon's restore, without a daemon, under the ownership
+/// lock (no daemon can start on the database meanwhile). There is no scheduler to pause and no
+/// run in progress.
+pub fn restore(settings: &Settings, args: &RestoreArgs) -> i32 {
+    let wait = |pid: &str| eprintln!("Waiting for the migration run by pid {pid} to finish...");
+    let _lock = match OwnerLock::acquire(&settings.lock, &settings.db, Role::Migrate, wait) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("silica-cron: restore: {e}");
+            return exit_code::FAILED;
+        }
+    };
+    let mut print = |o: Output| match o {
+        Output::Stdout(l) => println!("{l}"),
+        Output::Stderr(l) => eprintln!("{l}"),
+    };
+    let shown = args.path.display().to_string();
+    let result = (|| {
+        let source = crate::source_for(settings, None);
+        let (prepared, revisions, behind) = crate::state::prepare_restore(
+            &args.path,
+            &settings.db,
+            &source,
+            settings.production,
+            &mut print,
+        )?;
+        crate::state::backup_before_restore(settings, &mut print)?;
+        let mut db = Db::new(&settings.db);
+        crate::backup::swap(prepared, &mut db).map_err(crate::state::backup_reply)?;
+        crate::state::restored(
+            settings,
+            &shown,
+            &revisions,
+            behind && !settings.production,
+            &mut print,
+        );
+        Ok::<(), proto::message::ErrorReply>(())
+    })();
+    match result {
+        Ok(()) => exit_code::OK,
+        Err(e) => {
+            eprintln!("silica-cron: restore: {e}");
             exit_code::FAILED
         }
     }

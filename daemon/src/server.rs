@@ -321,6 +321,46 @@ fn respond(
             let reply = shared.reload().map(|()| Exit::OK);
             conn.send(&ServerMsg::Done(reply))
         }
+        Request::Pause | Request::Resume => {
+            let result = contained(|| {
+                if matches!(req, Request::Pause) {
+                    shared.pause()
+                } else {
+                    shared.resume()
+                }
+            });
+            match result {
+                Ok(line) => {
+                    conn.send(&ServerMsg::Output(Output::Stdout(line)))?;
+                    conn.send(&ServerMsg::Done(Ok(Exit::OK)))
+                }
+                Err(e) => conn.send(&ServerMsg::Done(Err(e))),
+            }
+        }
+        Request::Backup(b) => match contained(|| shared.backup(&b)) {
+            Ok(written) => {
+                let line = crate::backup::report(&written, b.json);
+                conn.send(&ServerMsg::Output(Output::Stdout(line)))?;
+                conn.send(&ServerMsg::Done(Ok(Exit::OK)))
+            }
+            Err(e) => conn.send(&ServerMsg::Done(Err(e))),
+        },
+        Request::Restore(r) => {
+            // As for migrations: lines go out as they come, and a client that goes away does
+            // not stop the restore half way.
+            let mut client_ok = true;
+            let result = contained(|| {
+                shared.restore(&r, runtime, &mut |line| {
+                    if client_ok && conn.send(&ServerMsg::Output(line)).is_err() {
+                        client_ok = false;
+                    }
+                })
+            });
+            if !client_ok {
+                return Err(ConnError::Timeout);
+            }
+            conn.send(&ServerMsg::Done(result))
+        }
         Request::Migrate(m) => {
             // Lines go out as they come. If the client goes away (or stalls past the write
             // timeout), the migration still runs to its end (a step is never abandoned half

@@ -1,14 +1,19 @@
 //! What the daemon's tasks share: settings (reloadable), the database, the schema's state.
 
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Instant;
 
 use proto::cli::{GlobalArgs, ServeArgs};
-use proto::message::{ErrorKind, ErrorReply, Exit, MigrateRequest, Output, Request, StatusInfo};
+use proto::message::{
+    BackupRequest, ErrorKind, ErrorReply, Exit, MigrateRequest, Output, Request, RestoreRequest,
+    StatusInfo,
+};
 use proto::paths::Settings;
 use proto::records::Reply;
 use tracing::{info, warn};
 
+use crate::backup::{self, BackupError, Policy};
 use crate::migrate::script::Source;
 use crate::migrate::store::{DataVersion, Db};
 use crate::migrate::{self, Ctx, Sink};
@@ -36,6 +41,16 @@ pub struct Shared {
     pub ends: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<crate::scheduler::run::End>>,
     /// Where the HTTP side listens, once it does (the real port when 0 was asked for).
     http_bound: std::sync::OnceLock<std::net::SocketAddr>,
+    /// The operator's pause (`silica-cron pause`), mirrored by a marker file beside the
+    /// database so that it survives a restart.
+    paused: AtomicBool,
+    /// A restore is under way: nothing fires and record requests wait for it to end.
+    restoring: AtomicBool,
+    /// Counts database swaps (restores): the scheduler drops what it knew of the old file.
+    generation: AtomicU64,
+    /// Backups, restores and migrations, one at a time: a backup must not read a file that a
+    /// restore or a rebuild is replacing. Taken before the database lock, never after it.
+    maintenance: Mutex<()>,
 }
 
 #[derive(Default)]
@@ -45,6 +60,16 @@ struct SchemaCache {
     /// has covered: the entry is answered without a check only when the two are equal.
     writes_seen: u64,
     writes_checked: u64,
+}
+
+/// Why the scheduler does not fire, apart from the schema.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pause {
+    No,
+    /// `silica-cron pause`, until `silica-cron resume` (kept across restarts).
+    Operator,
+    /// For the length of a restore.
+    Restoring,
 }
 
 /// Where the database stands against the revision files.
@@ -63,6 +88,7 @@ impl Shared {
                 warn!(error = %e, "cannot watch the database's directory; status asks SQLite every time")
             })
             .ok();
+        let marker = settings.pause_marker();
         Shared {
             writes,
             args,
@@ -76,7 +102,171 @@ impl Shared {
             runs: Mutex::new(std::collections::HashMap::new()),
             ends: std::sync::OnceLock::new(),
             http_bound: std::sync::OnceLock::new(),
+            paused: AtomicBool::new(marker.exists()),
+            restoring: AtomicBool::new(false),
+            generation: AtomicU64::new(0),
+            maintenance: Mutex::new(()),
         }
+    }
+
+    pub fn pause_state(&self) -> Pause {
+        if self.restoring.load(Ordering::SeqCst) {
+            Pause::Restoring
+        } else if self.paused.load(Ordering::SeqCst) {
+            Pause::Operator
+        } else {
+            Pause::No
+        }
+    }
+
+    /// Moves when a restore swapped the database file.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
+    }
+
+    fn maintenance(&self) -> MutexGuard<'_, ()> {
+        self.maintenance.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Stops firing until `resume`; the marker file keeps it so across restarts. Runs in
+    /// progress go on.
+    pub fn pause(&self) -> Result<String, ErrorReply> {
+        let marker = self.settings().pause_marker();
+        if self.paused.load(Ordering::SeqCst) {
+            return Ok("The scheduler was already paused".into());
+        }
+        let text = format!(
+            "paused at {} with silica-cron pause; remove with silica-cron resume\n",
+            schedule::jiff::Timestamp::now()
+        );
+        let tmp = marker.with_extension("paused.tmp");
+        std::fs::write(&tmp, text)
+            .and_then(|()| std::fs::rename(&tmp, &marker))
+            .map_err(|e| {
+                let _ = std::fs::remove_file(&tmp);
+                ErrorReply::new(
+                    ErrorKind::Database,
+                    format!("cannot write the pause marker {}: {e}", marker.display()),
+                )
+            })?;
+        self.paused.store(true, Ordering::SeqCst);
+        info!(marker = %marker.display(), "scheduler paused");
+        self.replan.notify_one();
+        Ok("⏸  Scheduler paused: no job fires until `silica-cron resume` (runs in progress go on; the pause is kept across restarts)".into())
+    }
+
+    pub fn resume(&self) -> Result<String, ErrorReply> {
+        let marker = self.settings().pause_marker();
+        match std::fs::remove_file(&marker) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(ErrorReply::new(
+                    ErrorKind::Database,
+                    format!("cannot remove the pause marker {}: {e}", marker.display()),
+                ))
+            }
+        }
+        if !self.paused.swap(false, Ordering::SeqCst) {
+            return Ok("The scheduler was not paused".into());
+        }
+        info!("scheduler resumed");
+        self.replan.notify_one();
+        Ok("▶  Scheduler resumed".into())
+    }
+
+    /// `silica-cron backup`: a consistent copy while the scheduler keeps writing.
+    pub fn backup(&self, req: &BackupRequest) -> Result<backup::Written, ErrorReply> {
+        let _one = self.maintenance();
+        let settings = self.settings();
+        let policy = Policy::from_settings(&settings);
+        let dest = match &req.path {
+            Some(p) => p.clone(),
+            None => {
+                std::fs::create_dir_all(&policy.dir).map_err(|e| {
+                    ErrorReply::new(
+                        ErrorKind::Database,
+                        format!(
+                            "cannot create the backup directory {}: {e}",
+                            policy.dir.display()
+                        ),
+                    )
+                })?;
+                backup::default_path(&policy)
+            }
+        };
+        let written = backup::backup_to(&settings.db, &dest, req.force).map_err(backup_reply)?;
+        info!(path = %written.path.display(), bytes = written.bytes, "backup written");
+        Ok(written)
+    }
+
+    fn run_ids(&self) -> Vec<i64> {
+        let mut ids: Vec<i64> = self
+            .runs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .copied()
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    /// `silica-cron restore PATH`: check the file, pause, deal with runs in progress, back up
+    /// the current database, swap the file in, resume (unless the operator had paused).
+    pub fn restore(
+        &self,
+        req: &RestoreRequest,
+        runtime: &tokio::runtime::Handle,
+        send: &mut dyn FnMut(Output),
+    ) -> Result<Exit, ErrorReply> {
+        let _one = self.maintenance();
+        let _keepalive = crate::notify::Keepalive::migrating();
+        let settings = self.settings();
+        let source = crate::source_for(&settings, req.migrations_dir.clone());
+        let production = settings.production || req.production;
+        let shown = req.path.display().to_string();
+        let (prepared, revisions, behind) =
+            prepare_restore(&req.path, &settings.db, &source, production, send)?;
+        self.restoring.store(true, Ordering::SeqCst);
+        let _restoring = Restoring(self);
+        self.replan.notify_one();
+        let running = self.run_ids();
+        if !running.is_empty() {
+            let ids = join_ids(&running);
+            if !req.force {
+                return Err(ErrorReply::new(
+                    ErrorKind::Conflict,
+                    format!("{} run(s) in progress (executions {ids}); wait for them to end, or use --force to interrupt them (recorded as interrupted); nothing was changed", running.len()),
+                ));
+            }
+            send(Output::Stderr(format!(
+                "Interrupting {} run(s) in progress (executions {ids})",
+                running.len()
+            )));
+            let grace = std::time::Duration::from_secs(settings.file.kill_grace_secs() + 5);
+            runtime.block_on(self.stop_all_runs(grace));
+        }
+        backup_before_restore(&settings, send)?;
+        {
+            let mut db = self.db();
+            // A run that started between the check above and now would write its end into
+            // the new file; the scheduler fires nothing while restoring, so this is a race
+            // with a run that was being started at the very moment of the pause.
+            let late = self.run_ids();
+            if !late.is_empty() {
+                return Err(ErrorReply::new(
+                    ErrorKind::Busy,
+                    format!("run(s) {} started while the restore was being prepared; retry; nothing was changed", join_ids(&late)),
+                ));
+            }
+            backup::swap(prepared, &mut db).map_err(backup_reply)?;
+            self.forget_schema_state();
+            self.generation.fetch_add(1, Ordering::SeqCst);
+        }
+        info!(from = %shown, database = %settings.db.display(), "database restored");
+        restored(&settings, &shown, &revisions, behind && !production, send);
+        Ok(Exit::OK)
     }
 
     pub fn settings(&self) -> Arc<Settings> {
@@ -211,7 +401,7 @@ impl Shared {
         gate: Result<(), ErrorReply>,
     ) -> Result<StatusInfo, ErrorReply> {
         let settings = self.settings();
-        let scheduler_line = scheduler_line(&schema, &gate);
+        let scheduler_line = scheduler_line(&schema, &gate, self.pause_state());
         Ok(StatusInfo {
             pid: self.pid,
             version: proto::PRODUCT_VERSION.into(),
@@ -326,7 +516,10 @@ impl Shared {
         let schema = self.schema_state_with(&mut db);
         drop(db);
         let gate = self.gate_for(&schema);
-        (gate.is_ok(), scheduler_line(&schema, &gate))
+        (
+            gate.is_ok(),
+            scheduler_line(&schema, &gate, self.pause_state()),
+        )
     }
 
     /// Processes of this daemon's runs carry `SILICA_CRON_EXECUTION_ID=<prefix><id>`; the prefix
@@ -381,6 +574,13 @@ impl Shared {
     }
 
     pub fn records(&self, req: &Request) -> Result<Reply, ErrorReply> {
+        if self.restoring.load(Ordering::SeqCst) {
+            // What it wrote would go to the file being replaced.
+            return Err(ErrorReply::new(
+                ErrorKind::Busy,
+                "a restore is in progress; try again when it is done",
+            ));
+        }
         let mut db = self.db();
         self.jobs_gate(&mut db)?;
         let conn = db
@@ -407,6 +607,7 @@ impl Shared {
         send: &mut dyn FnMut(Output),
     ) -> Result<Exit, ErrorReply> {
         let settings = self.settings();
+        let _one = self.maintenance();
         let mut db = self.db();
         // The scheduler may now wait for the database longer than the watchdog allows; this
         // migration is the daemon's progress meanwhile.
@@ -416,6 +617,7 @@ impl Shared {
             source: crate::source_for(&settings, req.migrations_dir.clone()),
             production: settings.production || req.production,
             json: req.json,
+            backups: Some(crate::backup::Policy::from_settings(&settings)),
         };
         let result = migrate::run(&mut ctx, &req.cmd, &mut Sink(send));
         // Our own writes do not move data_version; forget what we knew.
@@ -430,8 +632,159 @@ impl Shared {
     }
 }
 
-/// The scheduler fires exactly when the gate is open; say why when it is not.
-fn scheduler_line(schema: &SchemaState, gate: &Result<(), ErrorReply>) -> String {
+/// The scheduler fires exactly when the gate is open and it is not paused; say why when not.
+fn scheduler_line(schema: &SchemaState, gate: &Result<(), ErrorReply>, pause: Pause) -> String {
+    let held = held_line(schema, gate);
+    match (pause, held.as_str()) {
+        (Pause::Restoring, _) => "paused: restoring a backup".into(),
+        (Pause::Operator, "running") => "paused".into(),
+        (Pause::Operator, _) => format!("paused (and {held})"),
+        (Pause::No, _) => held,
+    }
+}
+
+/// The first steps of a restore, the same with and without a daemon: copy `path` beside the
+/// database and check it; in production, upgrade the copy to head (a production daemon runs
+/// at head) before anything is swapped, so a failing upgrade changes nothing.
+/// Returns the copy, its revisions in words, and whether it is behind head.
+pub fn prepare_restore(
+    path: &std::path::Path,
+    db: &std::path::Path,
+    source: &Source,
+    production: bool,
+    send: &mut dyn FnMut(Output),
+) -> Result<(backup::Prepared, String, bool), ErrorReply> {
+    let graph = migrate::load_graph(source).map_err(|e| e.to_reply())?;
+    let shown = path.display();
+    let prepared = backup::prepare_restore(path, db, &graph).map_err(backup_reply)?;
+    let revisions = describe_revisions(&prepared.checked.revisions);
+    let behind = prepared.checked.at_head == Some(false);
+    send(Output::Stderr(format!(
+        "✔ {shown}: integrity ok, {revisions}{}",
+        if behind { " (behind head)" } else { " (head)" }
+    )));
+    if production && behind {
+        let mut copy = prepared.db();
+        let mut ctx = migrate::Ctx {
+            db: &mut copy,
+            source: source.clone(),
+            production: true,
+            json: false,
+            backups: None,
+        };
+        let cmd = proto::cli::MigrateCmd::Upgrade {
+            target: "heads".into(),
+            sql: false,
+            stamp_only: false,
+        };
+        migrate::run(&mut ctx, &cmd, &mut Sink(send)).map_err(|e| {
+            ErrorReply::new(
+                ErrorKind::Refused,
+                format!("cannot upgrade the restored copy of {shown} to head, so nothing was changed: {e}"),
+            )
+        })?;
+        copy.close();
+        return Ok((prepared, describe_revisions(&graph_heads(&graph)), false));
+    }
+    Ok((prepared, revisions, behind))
+}
+
+fn graph_heads(graph: &migrate::graph::Graph) -> Vec<String> {
+    let mut heads: Vec<String> = graph
+        .heads()
+        .iter()
+        .map(|&i| graph.id(i).to_string())
+        .collect();
+    heads.sort();
+    heads
+}
+
+/// The automatic backup of the current database that every restore makes first.
+pub fn backup_before_restore(
+    settings: &Settings,
+    send: &mut dyn FnMut(Output),
+) -> Result<(), ErrorReply> {
+    match backup::automatic(&Policy::from_settings(settings), "restore") {
+        Ok(Some(w)) => {
+            send(Output::Stderr(format!(
+                "💾 Backed up the current database to {}",
+                w.describe()
+            )));
+            Ok(())
+        }
+        Ok(None) => Ok(()),
+        Err(e) => Err(ErrorReply::new(
+            ErrorKind::Refused,
+            format!("cannot back up the current database first, so nothing was changed: {e}"),
+        )),
+    }
+}
+
+/// The closing lines of a restore.
+pub fn restored(
+    settings: &Settings,
+    shown: &str,
+    revisions: &str,
+    behind: bool,
+    send: &mut dyn FnMut(Output),
+) {
+    send(Output::Stdout(format!(
+        "✅ Restored {shown} into {} ({revisions})",
+        settings.db.display()
+    )));
+    if behind {
+        send(Output::Stderr(
+            "⚠️  The restored database is behind head: jobs do not fire until you run: silica-cron migrate upgrade".into(),
+        ));
+    }
+    if settings.pause_marker().exists() {
+        send(Output::Stderr(
+            "The scheduler stays paused, as it was before the restore: silica-cron resume".into(),
+        ));
+    }
+}
+
+/// Undoes the restore's pause however the restore ends.
+struct Restoring<'a>(&'a Shared);
+
+impl Drop for Restoring<'_> {
+    fn drop(&mut self) {
+        self.0.restoring.store(false, Ordering::SeqCst);
+        self.0.replan.notify_one();
+    }
+}
+
+fn join_ids(ids: &[i64]) -> String {
+    ids.iter()
+        .map(|i| i.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn describe_revisions(revs: &[String]) -> String {
+    if revs.is_empty() {
+        "no revision (base)".into()
+    } else {
+        format!("revision {}", revs.join(", "))
+    }
+}
+
+pub fn backup_reply(e: BackupError) -> ErrorReply {
+    let kind = match &e {
+        BackupError::NoDatabase(_) => ErrorKind::NotFound,
+        BackupError::Exists(_) | BackupError::SameFile(_) => ErrorKind::Conflict,
+        BackupError::NotDatabase { .. }
+        | BackupError::Corrupt { .. }
+        | BackupError::NoVersionTable { .. }
+        | BackupError::UnknownRevision { .. }
+        | BackupError::HasWal { .. } => ErrorKind::InvalidArgument,
+        BackupError::Busy(_) => ErrorKind::Busy,
+        BackupError::Io { .. } | BackupError::Sqlite { .. } => ErrorKind::Database,
+    };
+    ErrorReply::new(kind, e.to_string())
+}
+
+fn held_line(schema: &SchemaState, gate: &Result<(), ErrorReply>) -> String {
     match gate {
         Ok(()) => "running".to_string(),
         Err(_) if !schema.at_head => "held: needs migration".to_string(),

@@ -59,6 +59,32 @@ pub enum DaemonCommand {
         #[command(subcommand)]
         cmd: MigrateCmd,
     },
+    /// Back up the database without a daemon (what `silica-cron backup` falls back to).
+    Backup(BackupArgs),
+    /// Restore a backup without a daemon (what `silica-cron restore` falls back to).
+    Restore(RestoreArgs),
+}
+
+/// `backup [PATH] [--force]`, shared by both binaries.
+#[derive(Args, Debug, Clone, PartialEq, Eq)]
+pub struct BackupArgs {
+    /// Where to write the backup (default: a timestamped file in the backup directory).
+    #[arg(value_name = "PATH")]
+    pub path: Option<PathBuf>,
+    /// Overwrite PATH if it exists.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// `restore PATH [--force]`, shared by both binaries.
+#[derive(Args, Debug, Clone, PartialEq, Eq)]
+pub struct RestoreArgs {
+    /// The backup to restore (checked with PRAGMA integrity_check and its revision first).
+    #[arg(value_name = "PATH")]
+    pub path: PathBuf,
+    /// Interrupt runs in progress (recorded as interrupted) instead of refusing.
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// How the daemon runs in the foreground (`silica-crond`, `silica-cron`, `silica-cron serve`).

@@ -41,6 +41,12 @@ pub struct ConfigFile {
     pub log_to_file: Option<bool>,
     /// Directory of the log files (LOG_DIR beats it); read at start only.
     pub log_dir: Option<PathBuf>,
+    /// Directory of backups made without a PATH and of automatic ones. Default: `backups`
+    /// beside the database; a relative path is relative to this file.
+    pub backup_dir: Option<PathBuf>,
+    /// Automatic backups (before rebuild, production upgrades, restores) kept; older
+    /// automatic ones are deleted, manual ones never.
+    pub keep_automatic_backups: Option<usize>,
 }
 
 /// How the agent is run when the config file does not say (as the original ran its agent).
@@ -78,6 +84,9 @@ impl ConfigFile {
     }
     pub fn max_concurrent(&self) -> usize {
         self.max_concurrent_runs.unwrap_or(4)
+    }
+    pub fn automatic_backups_kept(&self) -> usize {
+        self.keep_automatic_backups.unwrap_or(5)
     }
 }
 
@@ -126,10 +135,11 @@ impl ConfigFile {
         if file.max_concurrent_runs == Some(0)
             || file.job_timeout == Some(0)
             || file.keep_executions_per_job == Some(0)
+            || file.keep_automatic_backups == Some(0)
         {
             return Err(ConfigError::Parse {
                 path: path.to_owned(),
-                message: "max_concurrent_runs, job_timeout and keep_executions_per_job must be at least 1".into(),
+                message: "max_concurrent_runs, job_timeout, keep_executions_per_job and keep_automatic_backups must be at least 1".into(),
             });
         }
         if file.max_connections == Some(0) {
@@ -204,6 +214,7 @@ mod tests {
         assert!(f.output_cap.is_some() && f.max_concurrent_runs.is_some());
         assert!(f.keep_executions_per_job.is_some() && f.keep_executions_days.is_some());
         assert!(f.log_level.is_some() && f.log_to_file.is_some() && f.log_dir.is_some());
+        assert!(f.backup_dir.is_some() && f.keep_automatic_backups.is_some());
     }
 
     #[test]

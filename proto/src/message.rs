@@ -25,6 +25,33 @@ pub enum Request {
     Prompt(PromptOp),
     Job(JobOp),
     Execution(ExecutionOp),
+    /// Stop firing scheduled runs (kept across restarts) / fire again.
+    Pause,
+    Resume,
+    Backup(BackupRequest),
+    Restore(RestoreRequest),
+}
+
+/// `silica-cron backup [PATH] [--force]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BackupRequest {
+    /// Absolute (the client resolves it against its own directory); None = a timestamped file
+    /// in the backup directory.
+    pub path: Option<PathBuf>,
+    pub force: bool,
+    pub json: bool,
+}
+
+/// `silica-cron restore PATH [--force]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RestoreRequest {
+    /// Absolute, as for backups.
+    pub path: PathBuf,
+    /// Interrupt runs in progress instead of refusing.
+    pub force: bool,
+    /// As in [`MigrateRequest`]: the revision files the backup's revision is checked against.
+    pub migrations_dir: Option<PathBuf>,
+    pub production: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

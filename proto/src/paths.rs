@@ -125,6 +125,27 @@ impl Settings {
     }
 }
 
+impl Settings {
+    /// Where backups without a PATH, and automatic ones, go: `backup_dir` (relative to the
+    /// config file), else `backups` beside the database.
+    pub fn backup_dir(&self) -> PathBuf {
+        match &self.file.backup_dir {
+            Some(d) => match self.config_path.as_deref().and_then(Path::parent) {
+                Some(base) => base.join(d),
+                None => d.clone(),
+            },
+            None => self.db.parent().unwrap_or(Path::new(".")).join("backups"),
+        }
+    }
+
+    /// The marker whose presence keeps the scheduler paused, across restarts.
+    pub fn pause_marker(&self) -> PathBuf {
+        let mut s = self.db.as_os_str().to_owned();
+        s.push(".paused");
+        s.into()
+    }
+}
+
 /// `sqlite:///relative.db` -> `relative.db`, `sqlite:////abs/path.db` -> `/abs/path.db`.
 pub fn sqlite_url_path(var: &'static str, url: &str) -> Result<PathBuf, PathError> {
     let rest = url

@@ -19,6 +19,27 @@ pub struct Ctx<'a> {
     pub source: Source,
     pub production: bool,
     pub json: bool,
+    /// Where automatic backups go (before rebuild, and before upgrades and downgrades in
+    /// production); None makes none (a scratch database).
+    pub backups: Option<crate::backup::Policy>,
+}
+
+/// An automatic backup of the database before a destructive step; failing to make one stops
+/// the command before anything changes.
+fn auto_backup(ctx: &Ctx<'_>, why: &str, out: &mut Sink<'_>) -> Result<()> {
+    let Some(policy) = &ctx.backups else {
+        return Ok(());
+    };
+    match crate::backup::automatic(policy, why) {
+        Ok(Some(w)) => {
+            out.err(format!("💾 Backed up the database to {}", w.describe()));
+            Ok(())
+        }
+        Ok(None) => Ok(()),
+        Err(e) => Err(MigrateError::Refused(format!(
+            "cannot make the automatic backup before {why}, so nothing was changed: {e}"
+        ))),
+    }
 }
 
 type Result<T> = std::result::Result<T, MigrateError>;
@@ -493,6 +514,9 @@ fn upgrade(
     check_drift(ctx, graph, out)?;
     let target = graph.resolve_target(target, &heads)?;
     let path = graph.upgrade_path(&heads, &target);
+    if ctx.production && !path.is_empty() && ctx.db.exists() {
+        auto_backup(ctx, "upgrade", out)?;
+    }
     out.out(format!("Upgrading cron database to {shown}..."));
     let db_path = ctx.db.path().to_owned();
     for rev in path {
@@ -542,6 +566,7 @@ fn downgrade(ctx: &mut Ctx<'_>, graph: &Graph, target: &str, out: &mut Sink<'_>)
         }
     }
     if ctx.production && !path.is_empty() {
+        auto_backup(ctx, "downgrade", out)?;
         out.err(format!(
             "⚠️  Downgrading a production database ({}): columns and tables the reverted revisions added are dropped with their data",
             ctx.db.path().display()
@@ -619,6 +644,7 @@ fn rebuild(ctx: &mut Ctx<'_>, graph: &Graph, out: &mut Sink<'_>) -> Result<Exit>
     remove_db_files(&tmp)?;
     let mut fresh = Db::new(&tmp);
     if existed {
+        auto_backup(ctx, "rebuild", out)?;
         ctx.db.close();
         remove_db_files_except_main(&path)?;
         std::fs::remove_file(&path)
@@ -636,6 +662,7 @@ fn rebuild(ctx: &mut Ctx<'_>, graph: &Graph, out: &mut Sink<'_>) -> Result<Exit>
         source: ctx.source.clone(),
         production: false,
         json: false,
+        backups: None,
     };
     let result = upgrade(&mut sub, graph, "heads", "head", out);
     fresh.close();

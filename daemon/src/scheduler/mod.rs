@@ -17,7 +17,7 @@ use schedule::Schedule;
 use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
-use crate::state::Shared;
+use crate::state::{Pause, Shared};
 use plan::Plannable;
 
 /// A job as the scheduler needs it.
@@ -180,12 +180,34 @@ impl Scheduler {
         // Watchdog pings come from this loop, so a wedged loop stops them (systemd then
         // restarts the daemon); without a watchdog this never wakes.
         let mut watchdog = crate::notify::Ticker::new();
+        let mut generation = self.shared.generation();
+        // At start, after a pause and after a restore: catch-up jobs get their missed run and
+        // planning starts from now (instants that passed meanwhile follow the missed-run
+        // policy, as for a daemon that was down).
+        let mut resume_pending = true;
         loop {
             if plan_now {
                 plan_now = false;
                 let (open, line) = self.shared.scheduler_state();
+                let pause = self.shared.pause_state();
                 crate::notify::status(&format!("scheduler: {line}"));
-                if !open {
+                let g = self.shared.generation();
+                if g != generation {
+                    // A restore swapped the database: runs queued for the old file are gone
+                    // with it, and the new file's unfinished rows are recovered as at start.
+                    generation = g;
+                    self.queue.clear();
+                    recovered = false;
+                    resume_pending = true;
+                }
+                if open && !recovered && pause != Pause::Restoring {
+                    self.recover().await;
+                    recovered = true;
+                }
+                if pause != Pause::No {
+                    resume_pending = true;
+                }
+                if !open || pause != Pause::No {
                     jobs = None;
                     next_at = None;
                     deadline = None;
@@ -199,10 +221,11 @@ impl Scheduler {
                         _ = shutdown.changed() => break,
                     }
                 }
-                if !recovered {
-                    self.recover_and_catch_up().await;
-                    recovered = true;
+                if resume_pending {
+                    resume_pending = false;
+                    self.catch_up().await;
                     since = Timestamp::now();
+                    next_at = None;
                 }
                 if jobs.is_none() {
                     next_at = None;
@@ -291,8 +314,8 @@ impl Scheduler {
     }
 
     /// Executions left pending or running by a daemon that died become `interrupted`, their
-    /// processes are killed; then `catch-up` jobs run once for what they missed.
-    async fn recover_and_catch_up(&mut self) {
+    /// processes are killed.
+    async fn recover(&mut self) {
         let prefix = self.shared.marker_prefix();
         let interrupted = self
             .with_db(|c| {
@@ -317,6 +340,11 @@ impl Scheduler {
             Ok(_) => {}
             Err(e) => warn!(error = %e, "cannot mark interrupted runs"),
         }
+    }
+
+    /// `catch-up` jobs run once for what they missed (the daemon was down or paused, or a
+    /// restore brought back an older database): the latest instant since their last run.
+    async fn catch_up(&mut self) {
         let jobs = self.with_db(load_jobs).await.unwrap_or_default();
         let now = Timestamp::now();
         for job in jobs.iter().filter(|j| j.missed == "catch-up") {
@@ -336,7 +364,7 @@ impl Scheduler {
             if let Some(instant) =
                 last.and_then(|l| plan::missed_run(&job.plannable(), &job.missed, l, now))
             {
-                info!(job = %job.name, instant = %instant, "catching up a run missed while the daemon was down");
+                info!(job = %job.name, instant = %instant, "catching up a run missed while the daemon was down or paused");
                 self.fire(&[(job.clone(), instant)], "catch-up").await;
             }
         }
@@ -483,6 +511,10 @@ impl Scheduler {
     /// Starts queued runs while slots are free: all of them marked running in one transaction,
     /// then their processes started.
     async fn dispatch(&mut self) {
+        // Queued runs wait while paused; they start on resume.
+        if self.shared.pause_state() != Pause::No {
+            return;
+        }
         let limit = self.limit();
         let mut batch = Vec::new();
         while self.active + batch.len() < limit {
