@@ -2,6 +2,7 @@
 //! `silica-crond migrate …` runs one migration command one-shot instead.
 
 mod lock;
+mod logbus;
 mod logging;
 mod migrate;
 mod notify;

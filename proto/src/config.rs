@@ -41,7 +41,12 @@ pub struct ConfigFile {
     pub log_to_file: Option<bool>,
     /// Directory of the log files (LOG_DIR beats it); read at start only.
     pub log_dir: Option<PathBuf>,
+    /// Recent log lines kept in memory for `silica-cron logs` (0 keeps none).
+    pub log_buffer_lines: Option<usize>,
 }
+
+/// Lines `silica-cron logs` can show from before it was started (about 200 bytes each).
+pub const DEFAULT_LOG_BUFFER_LINES: usize = 2000;
 
 /// How the agent is run when the config file does not say (as the original ran its agent).
 pub const DEFAULT_RUNNER: [&str; 13] = [
@@ -78,6 +83,9 @@ impl ConfigFile {
     }
     pub fn max_concurrent(&self) -> usize {
         self.max_concurrent_runs.unwrap_or(4)
+    }
+    pub fn log_buffer(&self) -> usize {
+        self.log_buffer_lines.unwrap_or(DEFAULT_LOG_BUFFER_LINES)
     }
 }
 
@@ -204,6 +212,7 @@ mod tests {
         assert!(f.output_cap.is_some() && f.max_concurrent_runs.is_some());
         assert!(f.keep_executions_per_job.is_some() && f.keep_executions_days.is_some());
         assert!(f.log_level.is_some() && f.log_to_file.is_some() && f.log_dir.is_some());
+        assert!(f.log_buffer_lines.is_some());
     }
 
     #[test]
