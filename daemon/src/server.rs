@@ -449,6 +449,8 @@ fn manual_run(
 fn logs(conn: &mut Conn<'_>, shared: &Arc<Shared>, req: &LogsRequest) -> Result<(), ConnError> {
     let job = match &req.job {
         None => None,
+        // Manual runs of a prompt are `manual:<prompt>` in the lines; no job row to look up.
+        Some(key) if key.starts_with("manual:") => Some(key.clone()),
         Some(key) => {
             match contained(|| shared.read_records(|c| crate::records::job_name(c, key))) {
                 Ok(name) => Some(name),
