@@ -5,7 +5,9 @@ use std::path::Path;
 
 use interprocess::local_socket::{prelude::*, GenericFilePath, Stream};
 use proto::frame::{self, FrameError};
-use proto::message::{ClientMsg, ErrorReply, Exit, Output, Request, ServerMsg, StatusInfo};
+use proto::message::{
+    ClientMsg, ErrorReply, Exit, LogItem, LogsRequest, Output, Request, ServerMsg, StatusInfo,
+};
 use proto::records::Reply;
 use proto::PROTOCOL_VERSION;
 
@@ -168,7 +170,9 @@ impl Connection {
             match self.timed(frame)? {
                 ServerMsg::Output(line) => on_line(line),
                 ServerMsg::Done(result) => return Ok(result),
-                ServerMsg::Status(_) | ServerMsg::Reply(_) => return Err(ConnectError::Unexpected),
+                ServerMsg::Status(_) | ServerMsg::Reply(_) | ServerMsg::Log(_) => {
+                    return Err(ConnectError::Unexpected)
+                }
             }
         }
     }
@@ -190,7 +194,39 @@ impl Connection {
                 ServerMsg::Reply(r) => on_reply(&r),
                 ServerMsg::Output(line) => on_line(line),
                 ServerMsg::Done(result) => return Ok(result),
-                ServerMsg::Status(_) => return Err(ConnectError::Unexpected),
+                ServerMsg::Status(_) | ServerMsg::Log(_) => return Err(ConnectError::Unexpected),
+            }
+        }
+    }
+
+    /// `logs`: items until the final frame, or until `on_item` says to stop (its output is
+    /// gone), which reads as success.
+    pub fn logs(
+        &mut self,
+        req: LogsRequest,
+        mut on_item: impl FnMut(&LogItem) -> bool,
+        mut on_line: impl FnMut(Output),
+    ) -> Result<Result<Exit, ErrorReply>, ConnectError> {
+        let follow = req.follow;
+        self.send(Request::Logs(req))?;
+        if follow {
+            // A follower may hear nothing for hours.
+            self.stream
+                .set_recv_timeout(None)
+                .map_err(|e| ConnectError::from(FrameError::from(e)))?;
+        }
+        loop {
+            let frame =
+                frame::read_frame::<_, ServerMsg>(&mut self.stream).map_err(ConnectError::from);
+            match self.timed(frame)? {
+                ServerMsg::Log(item) => {
+                    if !on_item(&item) {
+                        return Ok(Ok(Exit::OK));
+                    }
+                }
+                ServerMsg::Output(line) => on_line(line),
+                ServerMsg::Done(result) => return Ok(result),
+                ServerMsg::Status(_) | ServerMsg::Reply(_) => return Err(ConnectError::Unexpected),
             }
         }
     }

@@ -4,6 +4,7 @@
 mod connection;
 mod cron;
 mod docs;
+mod logs;
 mod records;
 mod render;
 
@@ -50,6 +51,8 @@ enum Command {
     Backup(BackupArgs),
     /// Replace the database by a backup, after checking it (works with or without a daemon).
     Restore(RestoreArgs),
+    /// The daemon's recent log lines; with -f, new lines and live job output as they happen.
+    Logs(logs::LogsArgs),
     /// Database migrations (works with or without a running daemon).
     Migrate {
         #[command(subcommand)]
@@ -107,6 +110,7 @@ fn main() -> ExitCode {
         None | Some(Command::Serve(_)) => code(exec_daemon("run the daemon")),
         Some(Command::Status) => code(status(&settings, cli.global.json)),
         Some(Command::Reload) => code(simple(&settings, Request::Reload, "reload")),
+        Some(Command::Logs(args)) => code(show_logs(&settings, &args, cli.global.json)),
         Some(Command::Migrate { cmd }) => code(migrate(&settings, &cli.global, cmd)),
         Some(Command::Pause) => code(simple(&settings, Request::Pause, "pause")),
         Some(Command::Resume) => code(simple(&settings, Request::Resume, "resume")),
@@ -197,6 +201,23 @@ fn status(settings: &Settings, json: bool) -> i32 {
     };
     match conn.status() {
         Ok(info) => render::status(&info, json),
+        Err(e) => render::fail(&e.to_string()),
+    }
+}
+
+fn show_logs(settings: &Settings, args: &logs::LogsArgs, json: bool) -> i32 {
+    let mut conn = match connect(settings) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let req = args.request();
+    let raw = req.execution.is_some();
+    // Ctrl-C keeps its default action: the client ends at once, killed by SIGINT (a shell
+    // reports 130), with nothing printed; the daemon sees the socket close and drops the
+    // follower.
+    match conn.logs(req, |item| logs::print(item, json, raw), render::line) {
+        Ok(Ok(exit)) => exit.code as i32,
+        Ok(Err(reply)) => render::fail(&reply.message),
         Err(e) => render::fail(&e.to_string()),
     }
 }

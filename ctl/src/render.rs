@@ -33,6 +33,10 @@ pub fn status(s: &StatusInfo, json: bool) -> i32 {
             "schema_note": s.schema_note,
             "scheduler": s.scheduler,
             "http": s.http,
+            "active_jobs": s.active_jobs,
+            "running_count": s.running_count,
+            "running": s.running.iter().map(|r| serde_json::json!({"execution": r.execution, "job": r.job})).collect::<Vec<_>>(),
+            "next_fires": s.next_fires.iter().map(|n| serde_json::json!({"job": n.job, "at": n.at})).collect::<Vec<_>>(),
         });
         let _ = writeln!(out, "{}", serde_json::to_string_pretty(&v).expect("json"));
         return exit_code::OK;
@@ -63,6 +67,39 @@ pub fn status(s: &StatusInfo, json: bool) -> i32 {
     }
     .ok();
     let _ = writeln!(out, "scheduler:   {}", s.scheduler);
+    match s.active_jobs {
+        Some(n) => writeln!(out, "jobs:        {n} active"),
+        None => writeln!(out, "jobs:        not read while the scheduler is held"),
+    }
+    .ok();
+    let few: Vec<String> = s
+        .running
+        .iter()
+        .map(|r| format!("{} ({})", r.execution, r.job))
+        .collect();
+    let more = s.running_count.saturating_sub(s.running.len() as u64);
+    let _ = writeln!(
+        out,
+        "running:     {}{}{}",
+        s.running_count,
+        if few.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", few.join(", "))
+        },
+        if more > 0 {
+            format!(" and {more} more")
+        } else {
+            String::new()
+        }
+    );
+    if s.next_fires.is_empty() {
+        let _ = writeln!(out, "next fires:  none");
+    }
+    for (i, n) in s.next_fires.iter().enumerate() {
+        let label = if i == 0 { "next fires:" } else { "" };
+        let _ = writeln!(out, "{label:<12} {} {}", n.at, n.job);
+    }
     if let Some(http) = &s.http {
         let _ = writeln!(out, "http:        http://{http}/health, /metrics");
     }

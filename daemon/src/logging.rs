@@ -12,6 +12,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+use proto::message::{LineKind, LogLevel, LogLine};
 use proto::paths::Settings;
 use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::filter::{EnvFilter, LevelFilter};
@@ -152,9 +153,13 @@ pub fn init(settings: &Settings) {
             )),
         }
     }
+    let bus = crate::logbus::bus();
+    bus.set_capacity(settings.file.log_buffer());
+    let ring = RingLayer { bus: bus.clone() }.with_filter(filter());
     tracing_subscriber::registry()
         .with(stderr)
         .with(files)
+        .with(ring)
         .init();
     for w in warnings {
         // eprintln as well as warn: the files may be what failed, and stderr must say so even
@@ -228,6 +233,90 @@ where
         }
         ctx.field_format().format_fields(w.by_ref(), event)?;
         writeln!(w)
+    }
+}
+
+/// Now, as the log lines write it (UTC, RFC 3339, microseconds).
+pub fn now() -> String {
+    let mut s = String::with_capacity(32);
+    let _ = SystemTime.format_time(&mut Writer::new(&mut s));
+    s
+}
+
+/// Hands each event, formatted, to the log bus (the ring `silica-cron logs` reads, and its
+/// followers). The `job` and `execution` fields are kept apart so that clients can filter.
+struct RingLayer {
+    bus: std::sync::Arc<crate::logbus::LogBus>,
+}
+
+impl<S: Subscriber> Layer<S> for RingLayer {
+    fn on_event(&self, event: &Event<'_>, _ctx: tracing_subscriber::layer::Context<'_, S>) {
+        let meta = event.metadata();
+        let mut v = RingVisitor::default();
+        event.record(&mut v);
+        if !v.fields.is_empty() {
+            v.message.push_str(&v.fields);
+        }
+        self.bus.log(LogLine {
+            time: now(),
+            level: match *meta.level() {
+                Level::ERROR => LogLevel::Error,
+                Level::WARN => LogLevel::Warn,
+                Level::INFO => LogLevel::Info,
+                Level::DEBUG => LogLevel::Debug,
+                Level::TRACE => LogLevel::Trace,
+            },
+            kind: LineKind::Log,
+            target: meta.target().to_string(),
+            job: v.job,
+            execution: v.execution,
+            text: v.message,
+        });
+    }
+}
+
+/// `message key=value …`, as the stderr lines read.
+#[derive(Default)]
+struct RingVisitor {
+    message: String,
+    fields: String,
+    job: Option<String>,
+    execution: Option<i64>,
+}
+
+impl tracing::field::Visit for RingVisitor {
+    fn record_i64(&mut self, field: &tracing::field::Field, value: i64) {
+        if field.name() == "execution" {
+            self.execution = Some(value);
+        }
+        self.record_debug(field, &value);
+    }
+    fn record_u64(&mut self, field: &tracing::field::Field, value: u64) {
+        if field.name() == "execution" {
+            self.execution = i64::try_from(value).ok();
+        }
+        self.record_debug(field, &value);
+    }
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        if field.name() == "job" {
+            self.job = Some(value.to_string());
+        }
+        self.record_debug(field, &value);
+    }
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn fmt::Debug) {
+        use std::fmt::Write as _;
+        match field.name() {
+            "message" => {
+                let _ = write!(self.message, "{value:?}");
+            }
+            name => {
+                // `job = %name` arrives here as a Display wrapper, whose Debug is the Display.
+                if name == "job" && self.job.is_none() {
+                    self.job = Some(format!("{value:?}"));
+                }
+                let _ = write!(self.fields, " {name}={value:?}");
+            }
+        }
     }
 }
 

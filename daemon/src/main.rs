@@ -5,6 +5,7 @@ mod backup;
 mod dirwatch;
 mod http;
 mod lock;
+mod logbus;
 mod logging;
 mod metrics;
 mod migrate;

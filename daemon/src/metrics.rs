@@ -114,7 +114,7 @@ impl Trigger {
 const STATUSES: [&str; 5] = ["completed", "failed", "timed_out", "interrupted", "skipped"];
 
 /// Control-socket request kinds, by the variant of [`Request`].
-const REQUEST_KINDS: [&str; 10] = [
+const REQUEST_KINDS: [&str; 11] = [
     "status",
     "prompt",
     "job",
@@ -125,6 +125,7 @@ const REQUEST_KINDS: [&str; 10] = [
     "resume",
     "backup",
     "restore",
+    "logs",
 ];
 
 fn request_kind(req: &Request) -> usize {
@@ -139,6 +140,7 @@ fn request_kind(req: &Request) -> usize {
         Request::Resume => 7,
         Request::Backup(_) => 8,
         Request::Restore(_) => 9,
+        Request::Logs(_) => 10,
     }
 }
 

@@ -592,3 +592,54 @@ fn execution_info(conn: &Connection, id: i64, with_output: bool) -> Result<Execu
     .map_err(db_err)?
     .ok_or_else(|| ErrorReply::new(ErrorKind::NotFound, format!("no execution with id {id}")))
 }
+
+/// A job's name, from its name or id (`silica-cron logs --job`).
+pub fn job_name(conn: &mut Connection, key: &str) -> Result<String> {
+    let id = find_job(conn, key)?;
+    conn.query_row("SELECT name FROM scheduled_jobs WHERE id = ?1", [id], |r| {
+        r.get(0)
+    })
+    .map_err(db_err)
+}
+
+/// An ended execution's recorded output as lines (stdout, then the error message and stderr),
+/// or None while it has not ended.
+pub fn execution_output(
+    conn: &mut Connection,
+    id: i64,
+) -> Result<Option<Vec<proto::message::LogLine>>> {
+    use proto::message::{LineKind, LogLevel, LogLine};
+    let e = execution_info(conn, id, true)?;
+    if matches!(e.status.as_deref(), Some("pending" | "running")) {
+        return Ok(None);
+    }
+    let job = e
+        .job
+        .clone()
+        .or_else(|| e.prompt.as_ref().map(|p| format!("manual:{p}")));
+    let time = e.completed_at.clone().unwrap_or_default();
+    let line = |kind, text: &str| LogLine {
+        time: time.clone(),
+        level: LogLevel::Info,
+        kind,
+        target: String::new(),
+        job: job.clone(),
+        execution: Some(id),
+        text: text.to_string(),
+    };
+    let mut lines: Vec<LogLine> = e
+        .output
+        .as_deref()
+        .unwrap_or("")
+        .lines()
+        .map(|l| line(LineKind::Stdout, l))
+        .collect();
+    lines.extend(
+        e.error_message
+            .as_deref()
+            .unwrap_or("")
+            .lines()
+            .map(|l| line(LineKind::Stderr, l)),
+    );
+    Ok(Some(lines))
+}

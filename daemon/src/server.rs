@@ -24,13 +24,16 @@ use interprocess::local_socket::traits::StreamCommon;
 use interprocess::local_socket::{GenericFilePath, ListenerOptions};
 use interprocess::os::unix::local_socket::ListenerOptionsExt;
 use proto::frame::{self, FrameError};
-use proto::message::{ClientMsg, ErrorKind, ErrorReply, Exit, Output, Request, ServerMsg};
+use proto::message::{
+    ClientMsg, ErrorKind, ErrorReply, Exit, LogItem, LogsRequest, Output, Request, ServerMsg,
+};
 use proto::records::{JobOp, PromptOp, Reply};
 use proto::PROTOCOL_VERSION;
 use tokio::runtime::Handle;
 use tokio::sync::{broadcast, watch, OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, info, warn};
 
+use crate::logbus::Filter;
 use crate::state::Shared;
 
 /// A request is small; only replies may approach `frame::MAX_FRAME`.
@@ -317,6 +320,7 @@ fn respond(
                 Err(e) => conn.send(&ServerMsg::Done(Err(e))),
             }
         }
+        Request::Logs(r) => logs(conn, shared, &r),
         Request::Reload => {
             let reply = shared.reload().map(|()| Exit::OK);
             conn.send(&ServerMsg::Done(reply))
@@ -479,6 +483,101 @@ fn manual_run(
         Exit::NOT_OK
     };
     conn.send(&ServerMsg::Done(Ok(exit)))
+}
+
+/// `silica-cron logs`: recent lines from the ring, then with `follow` new lines as they come
+/// until the client goes away (or, with `execution`, until that run ends).
+fn logs(conn: &mut Conn<'_>, shared: &Arc<Shared>, req: &LogsRequest) -> Result<(), ConnError> {
+    let job = match &req.job {
+        None => None,
+        // Manual runs of a prompt are `manual:<prompt>` in the lines; no job row to look up.
+        Some(key) if key.starts_with("manual:") => Some(key.clone()),
+        Some(key) => {
+            match contained(|| shared.read_records(|c| crate::records::job_name(c, key))) {
+                Ok(name) => Some(name),
+                // Not at head: no jobs to look up; the lines may still name it.
+                Err(e) if e.kind == ErrorKind::Refused => Some(key.clone()),
+                Err(e) => return conn.send(&ServerMsg::Done(Err(e))),
+            }
+        }
+    };
+    let filter = Filter {
+        level: req.level,
+        job,
+        execution: req.execution,
+    };
+    let bus = crate::logbus::bus();
+    let Some(execution) = req.execution else {
+        let n = req.lines as usize;
+        if !req.follow {
+            for e in bus.recent(&filter, n) {
+                conn.send(&ServerMsg::Log(LogItem::Line(e.line.clone())))?;
+            }
+            return conn.send(&ServerMsg::Done(Ok(Exit::OK)));
+        }
+        let (recent, sub) = match bus.follow(filter, n) {
+            Ok(f) => f,
+            Err(e) => return conn.send(&ServerMsg::Done(Err(cannot_follow(e)))),
+        };
+        for e in recent {
+            conn.send(&ServerMsg::Log(LogItem::Line(e.line.clone())))?;
+        }
+        return follow(conn, sub);
+    };
+    // Attached before the row is read: a run that ends in between still ends the stream.
+    let sub = match req.follow.then(|| bus.follow(filter, 0)).transpose() {
+        Ok(s) => s.map(|(_, sub)| sub),
+        Err(e) => return conn.send(&ServerMsg::Done(Err(cannot_follow(e)))),
+    };
+    let recorded =
+        contained(|| shared.read_records(|c| crate::records::execution_output(c, execution)));
+    match (recorded, sub) {
+        (Err(e), _) => conn.send(&ServerMsg::Done(Err(e))),
+        (Ok(Some(lines)), _) => {
+            for l in lines {
+                conn.send(&ServerMsg::Log(LogItem::Line(l)))?;
+            }
+            conn.send(&ServerMsg::Done(Ok(Exit::OK)))
+        }
+        (Ok(None), Some(sub)) => follow(conn, sub),
+        (Ok(None), None) => {
+            let note = format!("execution {execution} has not ended: its output is recorded when it does; follow it live with: silica-cron logs -f --execution {execution}");
+            conn.send(&ServerMsg::Output(Output::Stderr(note)))?;
+            conn.send(&ServerMsg::Done(Ok(Exit::OK)))
+        }
+    }
+}
+
+fn cannot_follow(e: io::Error) -> ErrorReply {
+    ErrorReply::new(ErrorKind::Internal, format!("cannot follow the log: {e}"))
+}
+
+/// Streams what the subscription gets until the run it follows ends or the client goes away.
+/// Only this thread waits on a slow client; the bus drops lines for it and counts them.
+fn follow(conn: &mut Conn<'_>, sub: crate::logbus::Subscription) -> Result<(), ConnError> {
+    use std::os::fd::AsFd;
+    loop {
+        let (items, missed) = sub.take();
+        for e in items {
+            if e.run_ended {
+                return conn.send(&ServerMsg::Done(Ok(Exit::OK)));
+            }
+            conn.send(&ServerMsg::Log(LogItem::Line(e.line.clone())))?;
+        }
+        if missed > 0 {
+            conn.send(&ServerMsg::Log(LogItem::Missed(missed)))?;
+        }
+        match sub.wait(Some(conn.sock.as_fd()), -1) {
+            Ok(crate::logbus::Wake::Lines | crate::logbus::Wake::Timeout) => {}
+            // The client hung up (Ctrl-C), or the daemon is stopping and shut the reading side.
+            // A final frame for the latter; the former no longer hears it.
+            Ok(crate::logbus::Wake::Peer) | Err(_) => break,
+        }
+    }
+    drop(sub);
+    let _ = conn.send(&ServerMsg::Done(Ok(Exit::OK)));
+    // Nothing more is read from a connection that followed: end it.
+    Err(ConnError::Frame(FrameError::Closed))
 }
 
 /// One connection's blocking socket. Each frame has a deadline as a whole (a client trickling a

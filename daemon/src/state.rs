@@ -6,8 +6,8 @@ use std::time::Instant;
 
 use proto::cli::{GlobalArgs, ServeArgs};
 use proto::message::{
-    BackupRequest, ErrorKind, ErrorReply, Exit, MigrateRequest, Output, Request, RestoreRequest,
-    StatusInfo,
+    BackupRequest, ErrorKind, ErrorReply, Exit, MigrateRequest, NextFire, Output, Request,
+    RestoreRequest, RunningExecution, StatusInfo,
 };
 use proto::paths::Settings;
 use proto::records::Reply;
@@ -35,8 +35,11 @@ pub struct Shared {
     pid: u32,
     /// Poked when jobs, the schema or the configuration change: the scheduler plans again.
     pub replan: tokio::sync::Notify,
-    /// Every run in progress (scheduled and manual), so a stopping daemon can stop them all.
-    runs: Mutex<std::collections::HashMap<i64, runner::Cancel>>,
+    /// Every run in progress (scheduled and manual) with its job's name, so a stopping daemon
+    /// can stop them all; ordered, so that status lists the oldest.
+    runs: Mutex<std::collections::BTreeMap<i64, (runner::Cancel, String)>>,
+    /// What the scheduler last planned, for status (which must not touch the database).
+    planned: Mutex<Arc<Planned>>,
     /// The queue of run ends to the task that records them (started on first use).
     pub ends: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<crate::scheduler::run::End>>,
     /// Where the HTTP side listens, once it does (the real port when 0 was asked for).
@@ -72,6 +75,17 @@ pub enum Pause {
     Restoring,
 }
 
+/// The scheduler's plan as status shows it, published after each planning pass.
+#[derive(Default)]
+pub struct Planned {
+    /// None while the scheduler is held (it has not read the jobs).
+    pub active_jobs: Option<u64>,
+    pub next_fires: Vec<NextFire>,
+}
+
+/// Runs listed by name in status; the count covers all.
+const STATUS_RUNS: usize = 5;
+
 /// Where the database stands against the revision files.
 #[derive(Clone)]
 pub struct SchemaState {
@@ -99,7 +113,8 @@ impl Shared {
             schema_cache: Mutex::new(SchemaCache::default()),
             pid: std::process::id(),
             replan: tokio::sync::Notify::new(),
-            runs: Mutex::new(std::collections::HashMap::new()),
+            runs: Mutex::new(std::collections::BTreeMap::new()),
+            planned: Mutex::new(Arc::default()),
             ends: std::sync::OnceLock::new(),
             http_bound: std::sync::OnceLock::new(),
             paused: AtomicBool::new(marker.exists()),
@@ -323,6 +338,7 @@ impl Shared {
                     lock: old.lock.clone(),
                     ..new
                 };
+                crate::logbus::bus().set_capacity(kept.file.log_buffer());
                 *self.settings.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(kept);
                 info!("configuration reloaded");
                 self.replan.notify_one();
@@ -402,6 +418,23 @@ impl Shared {
     ) -> Result<StatusInfo, ErrorReply> {
         let settings = self.settings();
         let scheduler_line = scheduler_line(&schema, &gate, self.pause_state());
+        let planned = self
+            .planned
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let (running_count, running) = {
+            let runs = self.runs.lock().unwrap_or_else(|p| p.into_inner());
+            let few = runs
+                .iter()
+                .take(STATUS_RUNS)
+                .map(|(&execution, (_, job))| RunningExecution {
+                    execution,
+                    job: job.clone(),
+                })
+                .collect();
+            (runs.len() as u64, few)
+        };
         Ok(StatusInfo {
             pid: self.pid,
             version: proto::PRODUCT_VERSION.into(),
@@ -420,6 +453,10 @@ impl Shared {
             at_head: schema.at_head,
             schema_note: schema.note,
             http: self.http_address(),
+            active_jobs: planned.active_jobs,
+            running_count,
+            running,
+            next_fires: planned.next_fires.clone(),
         })
     }
 
@@ -461,11 +498,16 @@ impl Shared {
         self.db().data_version()
     }
 
-    pub fn register_run(&self, execution: i64, cancel: runner::Cancel) {
+    pub fn register_run(&self, execution: i64, job: &str, cancel: runner::Cancel) {
         self.runs
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(execution, cancel);
+            .insert(execution, (cancel, job.to_string()));
+    }
+
+    /// The scheduler's latest plan, for status.
+    pub fn publish_plan(&self, planned: Planned) {
+        *self.planned.lock().unwrap_or_else(|p| p.into_inner()) = Arc::new(planned);
     }
 
     pub fn unregister_run(&self, execution: i64) {
@@ -482,7 +524,7 @@ impl Shared {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .values()
-            .cloned()
+            .map(|(c, _)| c.clone())
             .collect();
         for c in cancels {
             c.cancel();
@@ -571,6 +613,19 @@ impl Shared {
             ));
         }
         Ok(())
+    }
+
+    /// Runs `f` on the database once the tables have their current shape (as `records`).
+    pub fn read_records<T>(
+        &self,
+        f: impl FnOnce(&mut rusqlite::Connection) -> Result<T, ErrorReply>,
+    ) -> Result<T, ErrorReply> {
+        let mut db = self.db();
+        self.jobs_gate(&mut db)?;
+        let conn = db
+            .writer()
+            .map_err(|e| ErrorReply::new(ErrorKind::Database, e.to_string()))?;
+        f(conn)
     }
 
     pub fn records(&self, req: &Request) -> Result<Reply, ErrorReply> {

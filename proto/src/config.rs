@@ -47,7 +47,12 @@ pub struct ConfigFile {
     /// Automatic backups (before rebuild, production upgrades, restores) kept; older
     /// automatic ones are deleted, manual ones never.
     pub keep_automatic_backups: Option<usize>,
+    /// Recent log lines kept in memory for `silica-cron logs` (0 keeps none).
+    pub log_buffer_lines: Option<usize>,
 }
+
+/// Lines `silica-cron logs` can show from before it was started (about 200 bytes each).
+pub const DEFAULT_LOG_BUFFER_LINES: usize = 2000;
 
 /// How the agent is run when the config file does not say (as the original ran its agent).
 pub const DEFAULT_RUNNER: [&str; 13] = [
@@ -87,6 +92,10 @@ impl ConfigFile {
     }
     pub fn automatic_backups_kept(&self) -> usize {
         self.keep_automatic_backups.unwrap_or(5)
+    }
+
+    pub fn log_buffer(&self) -> usize {
+        self.log_buffer_lines.unwrap_or(DEFAULT_LOG_BUFFER_LINES)
     }
 }
 
@@ -215,6 +224,7 @@ mod tests {
         assert!(f.keep_executions_per_job.is_some() && f.keep_executions_days.is_some());
         assert!(f.log_level.is_some() && f.log_to_file.is_some() && f.log_dir.is_some());
         assert!(f.backup_dir.is_some() && f.keep_automatic_backups.is_some());
+        assert!(f.log_buffer_lines.is_some());
     }
 
     #[test]

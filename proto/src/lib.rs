@@ -18,7 +18,7 @@ pub mod paths;
 pub mod records;
 
 /// Version of the wire protocol; bumped on any incompatible change of [`message`].
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Version of the product, shown by `status` and `--version`.
 pub const PRODUCT_VERSION: &str = env!("CARGO_PKG_VERSION");

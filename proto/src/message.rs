@@ -30,6 +30,8 @@ pub enum Request {
     Resume,
     Backup(BackupRequest),
     Restore(RestoreRequest),
+    /// The daemon's recent log lines, and with `follow` new ones and live job output.
+    Logs(LogsRequest),
 }
 
 /// `silica-cron backup [PATH] [--force]`.
@@ -54,6 +56,21 @@ pub struct RestoreRequest {
     pub production: bool,
 }
 
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogsRequest {
+    /// Keep the stream open: new lines as they happen (with `execution`: until the run ends).
+    pub follow: bool,
+    /// Recent lines first sent from the in-memory ring (ignored with `execution`).
+    pub lines: u32,
+    /// Lines at this level or more severe.
+    pub level: LogLevel,
+    /// Only lines about this job (name or id), and the live output of its runs.
+    pub job: Option<String>,
+    /// Only this execution's output: the recorded output if it has ended, else (with
+    /// `follow`) its live output until it ends.
+    pub execution: Option<i64>,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct MigrateRequest {
     pub cmd: MigrateCmd,
@@ -73,6 +90,66 @@ pub enum ServerMsg {
     Status(Box<StatusInfo>),
     Reply(Box<Reply>),
     Done(Result<Exit, ErrorReply>),
+    /// One item of a `logs` reply (the stream still ends with `Done`).
+    Log(LogItem),
+}
+
+/// Most severe first, so `a <= b` reads "a is at least as severe as b".
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,
+)]
+pub enum LogLevel {
+    Error,
+    Warn,
+    #[default]
+    Info,
+    Debug,
+    Trace,
+}
+
+impl LogLevel {
+    pub fn name(self) -> &'static str {
+        match self {
+            LogLevel::Error => "ERROR",
+            LogLevel::Warn => "WARN",
+            LogLevel::Info => "INFO",
+            LogLevel::Debug => "DEBUG",
+            LogLevel::Trace => "TRACE",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LineKind {
+    /// A line of the daemon's log.
+    Log,
+    /// A line a job's process wrote on its stdout.
+    Stdout,
+    /// A line a job's process wrote on its stderr.
+    Stderr,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogLine {
+    /// UTC, RFC 3339 with microseconds, as in the log files.
+    pub time: String,
+    pub level: LogLevel,
+    pub kind: LineKind,
+    /// The module that logged it (`silica_crond::scheduler`); empty for job output.
+    pub target: String,
+    /// The job the line is about (its `job` field), or whose run wrote it.
+    pub job: Option<String>,
+    /// The execution the line is about, or whose process wrote it.
+    pub execution: Option<i64>,
+    /// For log lines: the message and its other fields (`key=value`); for output: the line.
+    pub text: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LogItem {
+    Line(LogLine),
+    /// This many lines were dropped here because the client read too slowly.
+    Missed(u64),
 }
 
 /// One line for the client to print on its stdout or stderr, without the newline.
@@ -146,4 +223,28 @@ pub struct StatusInfo {
     pub schema_note: Option<String>,
     pub scheduler: String,
     pub http: Option<String>,
+    /// Active jobs the scheduler has planned; None while it is held (it has not read them).
+    pub active_jobs: Option<u64>,
+    /// Runs in progress (scheduled and manual).
+    pub running_count: u64,
+    /// The oldest few of them.
+    pub running: Vec<RunningExecution>,
+    /// The next few fire instants over all jobs, soonest first.
+    pub next_fires: Vec<NextFire>,
+}
+
+/// A run in progress, as `status` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunningExecution {
+    pub execution: i64,
+    /// The job's name, or `manual:<prompt>` for a manual run of a prompt.
+    pub job: String,
+}
+
+/// A coming fire instant, as `status` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NextFire {
+    pub job: String,
+    /// RFC 3339 in the job's time zone.
+    pub at: String,
 }

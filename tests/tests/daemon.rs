@@ -95,7 +95,7 @@ fn hello_connection(socket: &Path) -> UnixStream {
     s.write_all(&hello_frame(proto::PROTOCOL_VERSION)).unwrap();
     let mut reply = [0u8; 12];
     s.read_exact(&mut reply).expect("the daemon's hello");
-    assert_eq!(reply.to_vec(), hello_frame(1));
+    assert_eq!(reply.to_vec(), hello_frame(proto::PROTOCOL_VERSION));
     s
 }
 
@@ -764,7 +764,7 @@ fn huge_length_prefix_is_refused_without_allocating() {
             "the daemon did not close the connection"
         );
         // Its hello, then nothing: closed.
-        assert_eq!(reply, hello_frame(1));
+        assert_eq!(reply, hello_frame(proto::PROTOCOL_VERSION));
     }
     // Just over the request limit, with the bytes really sent.
     let mut s = hello_connection(&env.socket());
@@ -790,7 +790,9 @@ fn stalled_clients_do_not_block_others() {
     let mut d = env.start_daemon(&[]);
     // Half a hello.
     let mut half_hello = UnixStream::connect(env.socket()).unwrap();
-    half_hello.write_all(&hello_frame(1)[..6]).unwrap();
+    half_hello
+        .write_all(&hello_frame(proto::PROTOCOL_VERSION)[..6])
+        .unwrap();
     // A hello, then half a request frame.
     let mut half_request = hello_connection(&env.socket());
     let request = frame::encode(&proto::message::ClientMsg::Request(
@@ -870,7 +872,7 @@ fn hold_connections(socket: &Path, n: usize) -> Vec<UnixStream> {
         let mut reply = [0u8; 12];
         s.read_exact(&mut reply)
             .unwrap_or_else(|e| panic!("connection {i} got no hello: {e}"));
-        assert_eq!(reply.to_vec(), hello_frame(1));
+        assert_eq!(reply.to_vec(), hello_frame(proto::PROTOCOL_VERSION));
     }
     held
 }
@@ -960,10 +962,17 @@ fn wrong_protocol_version_gets_the_daemons_hello_and_a_close() {
     let mut bytes = hello_frame(99);
     bytes.extend_from_slice(&request_status());
     let reply = raw_exchange(&env.socket(), &bytes, Duration::from_secs(10)).unwrap();
-    assert_eq!(reply, hello_frame(1), "the daemon's hello, then a close");
+    assert_eq!(
+        reply,
+        hello_frame(proto::PROTOCOL_VERSION),
+        "the daemon's hello, then a close"
+    );
     wait_for_log(
         &d,
-        "a client speaking protocol 99 connected; this daemon speaks 1",
+        &format!(
+            "a client speaking protocol 99 connected; this daemon speaks {}",
+            proto::PROTOCOL_VERSION
+        ),
     );
     assert_serving(&env, &mut d);
 }
@@ -979,13 +988,20 @@ fn client_reports_a_protocol_mismatch() {
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         let mut hello = [0u8; 12];
         s.read_exact(&mut hello).unwrap();
-        s.write_all(&hello_frame(2)).unwrap();
+        s.write_all(&hello_frame(proto::PROTOCOL_VERSION + 1))
+            .unwrap();
         hello
     });
     let out = env.cli(&["--socket", socket.to_str().unwrap(), "status"]);
-    out.code(1)
-        .stderr_has("protocol mismatch: client 1, daemon 2");
-    assert_eq!(server.join().unwrap().to_vec(), hello_frame(1));
+    out.code(1).stderr_has(&format!(
+        "protocol mismatch: client {}, daemon {}",
+        proto::PROTOCOL_VERSION,
+        proto::PROTOCOL_VERSION + 1
+    ));
+    assert_eq!(
+        server.join().unwrap().to_vec(),
+        hello_frame(proto::PROTOCOL_VERSION)
+    );
 }
 
 #[test]
@@ -1018,7 +1034,7 @@ fn garbage_after_a_valid_hello_gets_an_error_reply() {
         let reply = raw_exchange(&env.socket(), &bytes, Duration::from_secs(10)).unwrap();
         let mut r = Cursor::new(reply);
         let hello = frame::read_payload(&mut r).expect("hello");
-        assert_eq!(frame::parse_hello(&hello).unwrap(), 1);
+        assert_eq!(frame::parse_hello(&hello).unwrap(), proto::PROTOCOL_VERSION);
         match frame::read_payload(&mut r) {
             // An error reply, then the close.
             Ok(p) => match frame::decode::<ServerMsg>(&p) {
@@ -1039,10 +1055,10 @@ fn garbage_after_a_valid_hello_gets_an_error_reply() {
         assert_serving(&env, &mut d);
     }
     // An empty frame after the hello: closed.
-    let mut bytes = hello_frame(1);
+    let mut bytes = hello_frame(proto::PROTOCOL_VERSION);
     bytes.extend_from_slice(&[0, 0, 0, 0]);
     let reply = raw_exchange(&env.socket(), &bytes, Duration::from_secs(10)).unwrap();
-    assert_eq!(reply, hello_frame(1));
+    assert_eq!(reply, hello_frame(proto::PROTOCOL_VERSION));
     assert_serving(&env, &mut d);
 }
 

@@ -4,12 +4,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use proto::message::{LineKind, LogLevel, LogLine};
 use rusqlite::{params, OptionalExtension};
 use schedule::jiff::Timestamp;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot};
 use tracing::{info, warn};
 
 use super::sql_time_ms;
+use crate::logbus::LineSplitter;
 use crate::metrics;
 use crate::state::Shared;
 
@@ -149,18 +151,88 @@ pub async fn run_prepared(
     live: runner::Live,
 ) {
     let execution = prepared.execution;
-    shared.register_run(execution, cancel.clone());
-    run_marked(&shared, prepared, cancel, live).await;
+    let job = prepared.job_name.clone();
+    shared.register_run(execution, &job, cancel.clone());
+    // Every run's output is offered to `logs -f` followers, who may attach at any time.
+    let mut live = live;
+    let output = live
+        .output
+        .get_or_insert_with(|| broadcast::channel(OUTPUT_CHUNKS).0)
+        .subscribe();
+    let forward = tokio::spawn(forward_output(output, execution, job.clone()));
+    let status = run_marked(&shared, prepared, cancel, live).await;
+    // The output ends with the process; the end follows its last line and the recorded row.
+    let _ = forward.await;
+    crate::logbus::bus().live(crate::logbus::Entry {
+        line: output_line(&job, execution, LineKind::Log, status.to_string()),
+        run_ended: true,
+    });
     shared.unregister_run(execution);
     prune(&shared).await;
 }
 
+/// Output chunks (up to 64 KiB each) a slow forwarder may fall behind by before it loses some.
+const OUTPUT_CHUNKS: usize = 64;
+
+fn output_line(job: &str, execution: i64, kind: LineKind, text: String) -> LogLine {
+    LogLine {
+        time: crate::logging::now(),
+        level: LogLevel::Info,
+        kind,
+        target: String::new(),
+        job: Some(job.to_string()),
+        execution: Some(execution),
+        text,
+    }
+}
+
+/// Hands a run's output to the log bus as lines, while anyone follows it.
+async fn forward_output(mut rx: broadcast::Receiver<runner::Chunk>, execution: i64, job: String) {
+    let bus = crate::logbus::bus();
+    let mut out = LineSplitter::default();
+    let mut err = LineSplitter::default();
+    let send = |kind, text| {
+        bus.live(crate::logbus::Entry {
+            line: output_line(&job, execution, kind, text),
+            run_ended: false,
+        })
+    };
+    loop {
+        match rx.recv().await {
+            Ok(chunk) => {
+                if !bus.wants_output(&job, execution) {
+                    // A follower attaching later starts at a line boundary (more or less).
+                    out.clear();
+                    err.clear();
+                    continue;
+                }
+                let (splitter, kind) = match chunk.stream {
+                    runner::Stream::Stdout => (&mut out, LineKind::Stdout),
+                    runner::Stream::Stderr => (&mut err, LineKind::Stderr),
+                };
+                splitter.push(&chunk.data, |l| send(kind, l));
+            }
+            Err(broadcast::error::RecvError::Lagged(n)) => send(
+                LineKind::Stderr,
+                format!("[silica-crond: {n} chunks of this run's output were not forwarded]"),
+            ),
+            Err(broadcast::error::RecvError::Closed) => break,
+        }
+    }
+    for (splitter, kind) in [(&mut out, LineKind::Stdout), (&mut err, LineKind::Stderr)] {
+        if let Some(rest) = splitter.finish() {
+            send(kind, rest);
+        }
+    }
+}
+
+/// Returns the status recorded.
 async fn run_marked(
     shared: &Arc<Shared>,
     prepared: Prepared,
     cancel: runner::Cancel,
     live: runner::Live,
-) {
+) -> &'static str {
     let execution = prepared.execution;
     let settings = shared.settings();
     let session_id = prepared.session_id.clone();
@@ -178,7 +250,7 @@ async fn run_marked(
                 false,
             )
             .await;
-            return;
+            return "failed";
         }
     };
     let values = [
@@ -263,7 +335,7 @@ async fn run_marked(
         .copied()
         .collect::<Vec<_>>()
         .join("\n");
-    info!(execution, status, exit_code = ?code, "run finished");
+    info!(execution, job = %prepared.job_name, status, exit_code = ?code, "run finished");
     finish(
         shared,
         execution,
@@ -274,6 +346,7 @@ async fn run_marked(
         outcome.truncated,
     )
     .await;
+    status
 }
 
 /// Records the end of a run and returns once it is committed. Ends are written by one task in
