@@ -874,12 +874,7 @@ pub fn schema_state(db: &mut Db, source: &Source) -> SchemaState {
             }
         }
     };
-    let mut heads: Vec<String> = graph
-        .heads()
-        .iter()
-        .map(|&i| graph.id(i).to_string())
-        .collect();
-    heads.sort();
+    let heads = graph_heads(&graph);
     let mut sorted = revisions.clone();
     sorted.sort();
     let unknown: Vec<&String> = revisions

@@ -420,3 +420,16 @@ pub fn run_alembic(db: &Path, args: &[&str], extra_env: &[(&str, &str)]) -> Out 
     }
     run(&mut c)
 }
+
+/// Polls `f` every 10 ms until it holds; panics with `what` after `limit`.
+#[track_caller]
+pub fn wait_until(limit: Duration, what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !f() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?}: {what}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}

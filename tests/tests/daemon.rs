@@ -13,26 +13,13 @@ use std::time::{Duration, Instant};
 
 use proto::frame;
 use proto::message::{ErrorKind, ServerMsg};
-use silica_cron_tests::{hello_frame, raw_exchange, Daemon, Env, Out};
+use silica_cron_tests::{hello_frame, raw_exchange, wait_until, Daemon, Env, Out};
 
 const HEAD: &str = "34065a4cc718";
 const MIDDLE: &str = "fc0bfa77ff5a";
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
-
-/// Polls `f` every 10 ms until it holds; panics with `what` after `limit`.
-#[track_caller]
-fn wait_until(limit: Duration, what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !f() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {limit:?}: {what}"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
 
 #[track_caller]
 fn wait_for_log(d: &Daemon, needle: &str) {

@@ -5,7 +5,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use silica_cron_tests::{Daemon, Env};
+use silica_cron_tests::{wait_until, Daemon, Env};
 
 /// The revision that makes the scheduler's tables (built into silica-crond).
 const BUILT_IN_HEAD: &str = "57249ff23536";
@@ -97,17 +97,6 @@ fn config(env: &Env, body: &str) -> String {
     let p = env.path().join("config.toml");
     std::fs::write(&p, body).unwrap();
     p.display().to_string()
-}
-
-fn wait_until(limit: Duration, what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !f() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {limit:?}: {what}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 #[test]

@@ -7,7 +7,7 @@ use std::process::{Child, ChildStdout, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use silica_cron_tests::{Daemon, Env};
+use silica_cron_tests::{wait_until, Daemon, Env};
 
 fn script(env: &Env, name: &str, body: &str) -> String {
     let p = env.path().join(name);
@@ -110,15 +110,6 @@ fn lines_of(out: BufReader<ChildStdout>) -> mpsc::Receiver<String> {
         }
     });
     rx
-}
-
-#[track_caller]
-fn wait_until(limit: Duration, what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !f() {
-        assert!(Instant::now() < deadline, "waited {limit:?} for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// Lines from `rx` until one contains `needle` (returned with those before it).
