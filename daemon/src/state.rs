@@ -674,7 +674,17 @@ impl Shared {
             json: req.json,
             backups: Some(crate::backup::Policy::from_settings(&settings)),
         };
-        let result = migrate::run(&mut ctx, &req.cmd, &mut Sink(send));
+        // The client prints the step lines; the daemon's log (and `silica-cron logs`) keeps
+        // them too, so the journal and cron.log say which revisions were applied and when.
+        let mut send_and_log = |o: Output| {
+            if let Output::Stderr(line) = &o {
+                if let Some(step) = line.strip_prefix(migrate::STEP_PREFIX) {
+                    info!(target: "migration", "migration: {step}");
+                }
+            }
+            send(o)
+        };
+        let result = migrate::run(&mut ctx, &req.cmd, &mut Sink(&mut send_and_log));
         // Our own writes do not move data_version; forget what we knew.
         self.forget_schema_state();
         self.replan.notify_one();

@@ -99,3 +99,26 @@ fn an_unusable_log_dir_is_a_warning_and_the_daemon_runs() {
     );
     assert_eq!(d.stop(), 0);
 }
+
+/// Migrations through the daemon are in its log, step by step, while the client still prints
+/// them in alembic's format.
+#[test]
+fn migration_steps_through_the_daemon_are_logged() {
+    let env = Env::built_in();
+    let logs = env.path().join("logs");
+    let env = env
+        .with_var("LOG_TO_FILE", "1")
+        .with_var("LOG_DIR", logs.to_str().unwrap());
+    let _d = env.start_daemon(&[]);
+    env.cli(&["migrate", "downgrade", "-1"])
+        .ok()
+        .stderr_has("INFO  [alembic.runtime.migration] Running downgrade");
+    env.cli(&["migrate", "upgrade", "head"]).ok();
+    let all = wait_for_file(&logs.join("cron.log"), "Running upgrade");
+    let down = all
+        .lines()
+        .find(|l| l.contains("Running downgrade"))
+        .unwrap_or_else(|| panic!("no downgrade step in cron.log:\n{all}"));
+    assert!(down.contains(" INFO migration: Running downgrade "), "{down}");
+    assert!(!down.contains("[alembic"), "{down}");
+}

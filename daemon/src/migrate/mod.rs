@@ -42,6 +42,9 @@ pub fn load_graph(source: &script::Source) -> Result<std::sync::Arc<graph::Graph
 /// Where a command's output lines go.
 pub struct Sink<'a>(pub &'a mut dyn FnMut(Output));
 
+/// What starts alembic's migration log lines (`Running upgrade A -> B, message`).
+pub const STEP_PREFIX: &str = "INFO  [alembic.runtime.migration] ";
+
 impl Sink<'_> {
     pub fn out(&mut self, line: impl Into<String>) {
         (self.0)(Output::Stdout(line.into()))
@@ -51,10 +54,7 @@ impl Sink<'_> {
     }
     /// A log line in alembic's format, so scripts that read alembic's output read ours.
     pub fn info(&mut self, msg: impl AsRef<str>) {
-        self.err(format!(
-            "INFO  [alembic.runtime.migration] {}",
-            msg.as_ref()
-        ))
+        self.err(format!("{STEP_PREFIX}{}", msg.as_ref()))
     }
 }
 
