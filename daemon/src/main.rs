@@ -2,6 +2,7 @@
 //! `silica-crond migrate …` runs one migration command one-shot instead.
 
 mod dirwatch;
+mod fdlimit;
 mod http;
 mod lock;
 mod logging;
