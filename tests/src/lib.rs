@@ -14,6 +14,11 @@ use std::time::{Duration, Instant, SystemTime};
 
 pub use tempfile::TempDir;
 
+pub mod client;
+pub mod jobs;
+pub mod report;
+pub mod users;
+
 /// The workspace root.
 pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
