@@ -3,6 +3,7 @@
 
 mod backup;
 mod dirwatch;
+mod fdlimit;
 mod http;
 mod lock;
 mod logbus;

@@ -96,6 +96,13 @@ pub fn bind(path: &Path) -> Result<Listener, BindError> {
 /// Accepts until `shutdown` turns true, then waits for requests in flight.
 pub async fn serve(listener: Listener, shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
     let max = shared.max_connections();
+    if max < shared.configured_connections() {
+        warn!(
+            max_connections = shared.configured_connections(),
+            allowed = max,
+            "the open-files limit (RLIMIT_NOFILE) has room for fewer control connections than max_connections; more are refused"
+        );
+    }
     let slots = Arc::new(Semaphore::new(max));
     let open = Arc::new(Open::default());
     let runtime = Handle::current();

@@ -291,8 +291,18 @@ impl Shared {
             .clone()
     }
 
-    pub fn max_connections(&self) -> usize {
+    /// The configured connection slots (`max_connections`, default 1024).
+    pub fn configured_connections(&self) -> usize {
         self.settings().file.max_connections.unwrap_or(1024)
+    }
+
+    /// The connection slots in use: the configured ones, fewer when the open-files limit has
+    /// no room for them (`fdlimit`).
+    pub fn max_connections(&self) -> usize {
+        let configured = self.configured_connections();
+        crate::fdlimit::soft_limit().map_or(configured, |l| {
+            crate::fdlimit::connections_allowed(configured, l)
+        })
     }
 
     fn db(&self) -> MutexGuard<'_, Db> {

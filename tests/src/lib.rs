@@ -14,6 +14,11 @@ use std::time::{Duration, Instant, SystemTime};
 
 pub use tempfile::TempDir;
 
+pub mod client;
+pub mod jobs;
+pub mod report;
+pub mod users;
+
 /// The workspace root.
 pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -419,17 +424,4 @@ pub fn run_alembic(db: &Path, args: &[&str], extra_env: &[(&str, &str)]) -> Out 
         c.env(k, v);
     }
     run(&mut c)
-}
-
-/// Polls `f` every 10 ms until it holds; panics with `what` after `limit`.
-#[track_caller]
-pub fn wait_until(limit: Duration, what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !f() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {limit:?}: {what}"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }

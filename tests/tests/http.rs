@@ -5,7 +5,8 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use silica_cron_tests::{wait_until, Daemon, Env};
+use silica_cron_tests::client::wait_until;
+use silica_cron_tests::{Daemon, Env};
 
 /// The revision that makes the scheduler's tables (built into silica-crond).
 const BUILT_IN_HEAD: &str = "57249ff23536";

@@ -119,6 +119,9 @@ fn migration_steps_through_the_daemon_are_logged() {
         .lines()
         .find(|l| l.contains("Running downgrade"))
         .unwrap_or_else(|| panic!("no downgrade step in cron.log:\n{all}"));
-    assert!(down.contains(" INFO migration: Running downgrade "), "{down}");
+    assert!(
+        down.contains(" INFO migration: Running downgrade "),
+        "{down}"
+    );
     assert!(!down.contains("[alembic"), "{down}");
 }

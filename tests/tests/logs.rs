@@ -7,7 +7,8 @@ use std::process::{Child, ChildStdout, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use silica_cron_tests::{wait_until, Daemon, Env};
+use silica_cron_tests::client::wait_until;
+use silica_cron_tests::{Daemon, Env};
 
 fn script(env: &Env, name: &str, body: &str) -> String {
     let p = env.path().join(name);

@@ -4,66 +4,8 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use silica_cron_tests::jobs::{config, env_run_processes, rows, script, wait_for};
 use silica_cron_tests::{Daemon, Env};
-
-fn script(env: &Env, name: &str, body: &str) -> String {
-    let p = env.path().join(name);
-    std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
-    std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    p.display().to_string()
-}
-
-fn config(env: &Env, agent: &str, extra: &str) -> String {
-    let p = env.path().join("config.toml");
-    std::fs::write(&p, format!("runner = [\"{agent}\", \"{{prompt}}\", \"{{session_id}}\", \"{{workdir}}\"]\nkill_grace = 1\nmax_concurrent_runs = 8\n{extra}")).unwrap();
-    p.display().to_string()
-}
-
-fn rows(env: &Env, sql: &str) -> String {
-    env.sqlite(sql).ok().stdout.trim().to_string()
-}
-
-/// Waits until `sql` prints `want`, up to `limit`.
-fn wait_for(env: &Env, sql: &str, want: &str, limit: Duration) {
-    let deadline = Instant::now() + limit;
-    loop {
-        let got = env.sqlite(sql).stdout.trim().to_string();
-        if got == want {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "waited {limit:?} for {sql:?} to be {want:?}; it is {got:?}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// Processes anywhere that carry a silica-cron execution marker.
-fn marked_processes() -> Vec<String> {
-    let mut found = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        if !name.chars().all(|c| c.is_ascii_digit()) {
-            continue;
-        }
-        if let Ok(environ) = std::fs::read(Path::new("/proc").join(&name).join("environ")) {
-            if environ
-                .split(|b| *b == 0)
-                .any(|v| v.starts_with(b"SILICA_CRON_EXECUTION_ID="))
-            {
-                // Only this test's runs: their command lines name this test's agent scripts.
-                let cmd = std::fs::read(Path::new("/proc").join(&name).join("cmdline"))
-                    .unwrap_or_default();
-                found.push(format!(
-                    "{name}: {}",
-                    String::from_utf8_lossy(&cmd).replace('\0', " ")
-                ));
-            }
-        }
-    }
-    found
-}
 
 fn start(env: &Env, cfg: &str) -> Daemon {
     env.start_daemon(&["--config", cfg])
@@ -169,108 +111,9 @@ esac"#,
     assert_eq!(json[0]["status"], "completed");
     drop(d);
     assert!(
-        marked_processes().iter().all(|p| !p.contains(&agent)),
+        env_run_processes(&env).is_empty(),
         "{:?}",
-        marked_processes()
-    );
-}
-
-#[test]
-fn kill_9_during_a_run_then_restart_marks_it_interrupted_and_kills_its_processes() {
-    let env = Env::built_in();
-    let agent = script(&env, "slow.sh", "echo started; sleep 300");
-    let cfg = config(&env, &agent, "");
-    let d = start(&env, &cfg);
-    let cli = |args: &[&str]| {
-        let mut a = vec!["--config", cfg.as_str()];
-        a.extend_from_slice(args);
-        env.cli(&a)
-    };
-    cli(&["prompts", "add", "slow", "slow"]).ok();
-    cli(&[
-        "jobs",
-        "add",
-        "slow",
-        "--prompt",
-        "slow",
-        "--cron",
-        "* * * * *",
-    ])
-    .ok();
-    wait_for(
-        &env,
-        "SELECT status FROM job_executions;",
-        "running",
-        Duration::from_secs(70),
-    );
-    let instant = rows(&env, "SELECT scheduled_for FROM job_executions;");
-    assert!(
-        marked_processes().iter().any(|p| p.contains(&agent)),
-        "the run's process is alive"
-    );
-    d.kill9();
-    let d2 = start(&env, &cfg);
-    wait_for(
-        &env,
-        "SELECT status FROM job_executions WHERE id = 1;",
-        "interrupted",
-        Duration::from_secs(10),
-    );
-    assert!(rows(
-        &env,
-        "SELECT error_message FROM job_executions WHERE id = 1;"
-    )
-    .contains("the daemon stopped while this ran"));
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while marked_processes().iter().any(|p| p.contains(&agent)) {
-        assert!(
-            Instant::now() < deadline,
-            "orphaned run processes survived the restart: {:?}",
-            marked_processes()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    // The interrupted instant is not fired again.
-    assert_eq!(
-        rows(
-            &env,
-            &format!("SELECT count(*) FROM job_executions WHERE scheduled_for = '{instant}';")
-        ),
-        "1"
-    );
-    // SIGTERM with a run in progress: the daemon stops within the grace period, the run is
-    // recorded as interrupted, nothing of it is left.
-    wait_for(
-        &env,
-        "SELECT count(*) FROM job_executions WHERE status = 'running';",
-        "1",
-        Duration::from_secs(70),
-    );
-    let started = Instant::now();
-    assert_eq!(d2.stop(), 0);
-    assert!(
-        started.elapsed() < Duration::from_secs(10),
-        "stopping took {:?}",
-        started.elapsed()
-    );
-    assert_eq!(
-        rows(
-            &env,
-            "SELECT count(*) FROM job_executions WHERE status = 'running';"
-        ),
-        "0"
-    );
-    assert_eq!(
-        rows(
-            &env,
-            "SELECT status FROM job_executions ORDER BY id DESC LIMIT 1;"
-        ),
-        "interrupted"
-    );
-    assert!(
-        marked_processes().iter().all(|p| !p.contains(&agent)),
-        "{:?}",
-        marked_processes()
+        env_run_processes(&env)
     );
 }
 
@@ -442,57 +285,8 @@ fn sigterm_while_a_client_follows_a_manual_run_stops_promptly() {
         "interrupted"
     );
     assert!(
-        marked_processes().iter().all(|p| !p.contains(&agent)),
+        env_run_processes(&env).is_empty(),
         "{:?}",
-        marked_processes()
-    );
-}
-
-fn status_kb(pid: i32, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status.lines().find(|l| l.starts_with(field)).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
-}
-
-#[test]
-fn a_run_printing_a_gigabyte_leaves_the_cap_in_the_database_and_daemon_memory_flat() {
-    let env = Env::built_in();
-    let agent = script(
-        &env,
-        "agent.sh",
-        "head -c 1073741824 /dev/zero | tr '\\0' 'y'; echo done >&2",
-    );
-    let cfg = config(&env, &agent, "output_cap = 65536\n");
-    let d = start(&env, &cfg);
-    let cli = |args: &[&str]| {
-        let mut a = vec!["--config", cfg.as_str()];
-        a.extend_from_slice(args);
-        env.cli(&a)
-    };
-    cli(&["prompts", "add", "loud", "loud"]).ok();
-    let before = status_kb(d.pid(), "VmHWM:");
-    cli(&["prompts", "run", "loud"]).ok();
-    wait_for(
-        &env,
-        "SELECT status FROM job_executions WHERE id = 1;",
-        "completed",
-        Duration::from_secs(60),
-    );
-    let peak = status_kb(d.pid(), "VmHWM:");
-    // 64 KiB kept of 1 GiB, the cut marked, stderr intact.
-    assert_eq!(
-        rows(&env, "SELECT length(output) > 65536, length(output) < 65536 + 100, output_truncated, substr(output, 1, 3), error_message FROM job_executions WHERE id = 1;"),
-        "1|1|1|yyy|done"
-    );
-    assert!(
-        rows(&env, "SELECT output FROM job_executions WHERE id = 1;")
-            .contains("[silica-cron: output truncated, 1073676288 bytes dropped]"),
-        "the cut is not marked"
-    );
-    // Reading 1 GiB through 64 KiB buffers must not grow the daemon: its peak stays within
-    // a few MiB of its peak before the run.
-    assert!(
-        peak < before + 16 * 1024,
-        "daemon peak RSS {peak} KiB against {before} KiB before the run"
+        env_run_processes(&env)
     );
 }

@@ -1,0 +1,16 @@
+//! The fault battery (issue #6): attacks on the real `silica-crond` and `silica-cron`, checking
+//! the promises of DESIGN §3 and §7. One module per scenario; each prints what it tried and what
+//! held (`cargo test -p silica-cron-tests --test faults -- --nocapture`) and appends a summary
+//! line to `target/faults-report.txt`, which `scripts/test.sh` prints at the end.
+//!
+//! Scenario numbers are the issue's. Scenario 1 (kill -9 during an upgrade) is `tests/crash.rs`.
+//! `SILICA_CRON_FAULTS_LONG=1` raises iteration counts (see each module).
+
+mod common;
+mod db_locked;
+mod fuzz;
+mod hostile_clients;
+mod jobs_kill9;
+mod misbehaving_jobs;
+mod ownership;
+mod sigterm_tree;
