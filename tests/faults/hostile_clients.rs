@@ -251,7 +251,7 @@ fn garbage_after_a_valid_hello_gets_an_error_reply() {
         let reply = raw_exchange(&env.socket(), &bytes, Duration::from_secs(10)).unwrap();
         let mut r = Cursor::new(reply);
         let hello = frame::read_payload(&mut r).expect("hello");
-        assert_eq!(frame::parse_hello(&hello).unwrap(), 1);
+        assert_eq!(frame::parse_hello(&hello).unwrap(), proto::PROTOCOL_VERSION);
         match frame::read_payload(&mut r) {
             // An error reply, then the close.
             Ok(p) => match frame::decode::<ServerMsg>(&p) {
