@@ -8,9 +8,11 @@
 
 mod common;
 mod db_locked;
+mod disk_full;
 mod fuzz;
 mod hostile_clients;
 mod jobs_kill9;
+mod loopdisk;
 mod misbehaving_jobs;
 mod ownership;
 mod sigterm_tree;

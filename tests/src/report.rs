@@ -70,6 +70,13 @@ impl Scenario {
         self.write("passed");
     }
 
+    /// The scenario could not run here (the reason is printed and recorded, never a pass).
+    pub fn skip(mut self, why: impl AsRef<str>) {
+        self.done = true;
+        self.held.push(format!("not run: {}", why.as_ref()));
+        self.write("SKIPPED");
+    }
+
     fn write(&self, result: &str) {
         let recovery = self
             .worst_recovery
