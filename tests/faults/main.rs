@@ -6,6 +6,7 @@
 //! Scenario numbers are the issue's. Scenario 1 (kill -9 during an upgrade) is `tests/crash.rs`.
 //! `SILICA_CRON_FAULTS_LONG=1` raises iteration counts (see each module).
 
+mod clock;
 mod common;
 mod db_locked;
 mod disk_full;

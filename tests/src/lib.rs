@@ -253,7 +253,15 @@ impl Env {
     }
 
     pub fn start_daemon_at(&self, args: &[&str], socket: &Path) -> Daemon {
-        let mut d = self.spawn_daemon(args);
+        self.listening(self.spawn_daemon(args), socket)
+    }
+
+    /// [`Env::start_daemon`] with variables for the daemon alone (not for the client).
+    pub fn start_daemon_with(&self, args: &[&str], vars: &[(&str, &str)]) -> Daemon {
+        self.listening(self.spawn_daemon_with(args, vars), &self.socket())
+    }
+
+    fn listening(&self, mut d: Daemon, socket: &Path) -> Daemon {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if UnixStream::connect(socket).is_ok() {
@@ -279,11 +287,16 @@ impl Env {
 impl Env {
     /// Starts `silica-crond ARGS` without waiting for anything.
     pub fn spawn_daemon(&self, args: &[&str]) -> Daemon {
+        self.spawn_daemon_with(args, &[])
+    }
+
+    pub fn spawn_daemon_with(&self, args: &[&str], vars: &[(&str, &str)]) -> Daemon {
         let log = self.path().join(format!("daemon-{}.log", unique()));
         let file = std::fs::File::create(&log).expect("daemon log");
         let child = self
             .command("silica-crond")
             .args(args)
+            .envs(vars.iter().copied())
             .stdout(file.try_clone().expect("log"))
             .stderr(file)
             .spawn()

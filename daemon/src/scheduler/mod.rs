@@ -237,6 +237,14 @@ impl Scheduler {
                 }
                 let current = jobs.as_deref().unwrap_or_default();
                 let now = Timestamp::now();
+                // The clock went back: plan from now, whatever woke us. The kernel's cancel
+                // notice is not enough: a clock set between the timer's expiry and this reading,
+                // or a wall clock shifted without a set (libfaketime), wakes us as `Due`, and
+                // the instants planned from `since` would then sleep through the repeated span.
+                if now < since {
+                    since = now;
+                    next_at = None;
+                }
                 let nexts = next_at.get_or_insert_with(|| {
                     current
                         .iter()
@@ -274,10 +282,6 @@ impl Scheduler {
                 } => {
                     if let Ok(timer::Wake::ClockChanged) = wake {
                         info!("the wall clock was set; planning again");
-                        if Timestamp::now() < since {
-                            since = Timestamp::now();
-                            next_at = None;
-                        }
                     }
                     plan_now = true;
                 }
