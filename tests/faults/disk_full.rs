@@ -80,6 +80,7 @@ fn disk_full() {
         r#"case "$1" in
   write) echo "writing into the workdir"
          if head -c 1000000 /dev/zero > "$3/out.bin"; then echo wrote; else echo "the write failed" >&2; exit 7; fi ;;
+  slow) sleep 2; echo "slow done"; touch "$(dirname "$0")/slow.done" ;;
   *) echo "$1" ;;
 esac"#,
     );
@@ -97,6 +98,7 @@ esac"#,
         .ok();
     }
     cli(&env, &cfg, &["prompts", "add", "write", "write"]).ok();
+    cli(&env, &cfg, &["prompts", "add", "slow", "slow"]).ok();
     for _ in 0..3 {
         cli(&env, &cfg, &["prompts", "run", "write", "--wait"]).ok();
     }
@@ -227,6 +229,30 @@ esac"#,
         leaves.len()
     ));
 
+    // A run that ends while the disk is full: its end cannot be written then, and must be
+    // written once there is space again, not left `running`.
+    sc.tried(
+        "a run started with space, the disk filled while it ran, its end due on the full disk",
+    );
+    disk.free();
+    let marker = env.path().join("slow.done");
+    let out = cli(&env, &cfg, &["prompts", "run", "slow"]);
+    out.ok();
+    let slow = started_id(&out.stdout).expect("the slow run's id");
+    disk.fill(0);
+    wait_until(Duration::from_secs(30), "the slow run to end", || {
+        marker.exists()
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    let slow_status = |env: &Env| {
+        rows(
+            env,
+            &format!("SELECT status || ' ' || coalesce(output, '') FROM job_executions WHERE id = {slow};"),
+        )
+    };
+    let on_full_disk = slow_status(&env);
+    sc.iteration();
+
     // (c) Space back.
     disk.free();
     let freed = Instant::now();
@@ -257,6 +283,20 @@ esac"#,
             },
         );
     }
+    wait_until(
+        Duration::from_secs(30),
+        "the end of the run that ended on the full disk to be recorded",
+        || slow_status(&env).starts_with("completed"),
+    );
+    assert!(
+        slow_status(&env).contains("slow done"),
+        "{}",
+        slow_status(&env)
+    );
+    sc.held(format!(
+        "the run that ended on the full disk: {} then, recorded completed with its output once there was space",
+        if on_full_disk.starts_with("running") { "its end held back (still running)" } else { "its end written all the same" }
+    ));
     let since = rows(&env, "SELECT strftime('%Y-%m-%d %H:%M:%S', 'now');");
     wait_for(
         &env,

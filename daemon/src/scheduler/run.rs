@@ -8,7 +8,7 @@ use proto::message::{LineKind, LogLevel, LogLine};
 use rusqlite::{params, OptionalExtension};
 use schedule::jiff::Timestamp;
 use tokio::sync::{broadcast, mpsc, oneshot};
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use super::sql_time_ms;
 use crate::logbus::LineSplitter;
@@ -401,35 +401,82 @@ fn recorder(shared: &Arc<Shared>) -> &mpsc::UnboundedSender<End> {
 
 async fn record_ends(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<End>) {
     const MAX_BATCH: usize = 512;
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let ends = std::mem::take(&mut batch);
-        let s = shared.clone();
-        let written = tokio::task::spawn_blocking(move || {
-            // One transaction for the batch; if it fails, each end alone, so one bad row
-            // cannot keep the others from being recorded.
-            let all = s.with_conn(|c| write_ends(c, &ends));
-            let oks = match all {
-                Ok(oks) => oks,
-                Err(e) => {
-                    warn!(runs = ends.len(), error = %e, "cannot record a batch of run ends; recording them one by one");
-                    ends.iter()
-                        .map(|end| {
-                            s.with_conn(|c| write_ends(c, std::slice::from_ref(end)))
-                                .is_ok_and(|v| v[0])
-                        })
-                        .collect()
-                }
-            };
-            (ends, oks)
-        })
-        .await;
-        if let Ok((ends, oks)) = written {
-            for (end, ok) in ends.into_iter().zip(oks) {
-                let _ = end.done.send(ok);
+    // Ends that could not be written (a full disk, an I/O error) are tried again after a pause
+    // that grows to RETRY_MAX, for up to RETRY_FOR: a run that ended while the disk was full is
+    // recorded once there is space again, instead of being left `running`.
+    const RETRY_FIRST: Duration = Duration::from_millis(250);
+    const RETRY_MAX: Duration = Duration::from_secs(30);
+    const RETRY_FOR: Duration = Duration::from_secs(3600);
+    let mut pending: Vec<(End, Option<std::time::Instant>)> = Vec::new();
+    let mut pause = RETRY_FIRST;
+    loop {
+        let mut fresh = Vec::new();
+        if pending.is_empty() {
+            if rx.recv_many(&mut fresh, MAX_BATCH).await == 0 {
+                return;
+            }
+        } else {
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(RETRY_MAX);
+            while let Ok(end) = rx.try_recv() {
+                fresh.push(end);
             }
         }
+        pending.extend(fresh.into_iter().map(|e| (e, None)));
+        let batch = std::mem::take(&mut pending);
+        let s = shared.clone();
+        let Ok(written) = tokio::task::spawn_blocking(move || write_or_keep(&s, batch)).await
+        else {
+            continue;
+        };
+        for (end, result, failing_since) in written {
+            match result {
+                Ok(updated) => {
+                    let _ = end.done.send(updated);
+                }
+                Err(e) => {
+                    let since = failing_since.unwrap_or_else(std::time::Instant::now);
+                    if since.elapsed() >= RETRY_FOR {
+                        error!(execution = end.execution, error = %e, "giving up recording the end of a run after an hour of failures; it is marked interrupted at the next start");
+                        let _ = end.done.send(false);
+                    } else {
+                        if failing_since.is_none() {
+                            warn!(execution = end.execution, error = %e, "cannot record the end of a run yet; trying again");
+                        }
+                        pending.push((end, Some(since)));
+                    }
+                }
+            }
+        }
+        if pending.is_empty() {
+            pause = RETRY_FIRST;
+        }
     }
+}
+
+type Written = (End, Result<bool, String>, Option<std::time::Instant>);
+
+/// Writes a batch of ends in one transaction; if that fails, each end alone, so one bad row
+/// cannot keep the others from being recorded. Each end comes back with whether its row was
+/// updated, or the error that kept it from being written.
+fn write_or_keep(shared: &Shared, batch: Vec<(End, Option<std::time::Instant>)>) -> Vec<Written> {
+    let (ends, since): (Vec<End>, Vec<_>) = batch.into_iter().unzip();
+    let results: Vec<Result<bool, String>> = match shared.with_conn(|c| write_ends(c, &ends)) {
+        Ok(oks) => oks.into_iter().map(Ok).collect(),
+        Err(_) => ends
+            .iter()
+            .map(|end| {
+                shared
+                    .with_conn(|c| write_ends(c, std::slice::from_ref(end)))
+                    .map(|v| v[0])
+            })
+            .collect(),
+    };
+    ends.into_iter()
+        .zip(results)
+        .zip(since)
+        .map(|((e, r), s)| (e, r, s))
+        .collect()
 }
 
 fn write_ends(c: &mut rusqlite::Connection, ends: &[End]) -> rusqlite::Result<Vec<bool>> {
