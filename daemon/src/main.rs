@@ -16,7 +16,6 @@ mod records;
 mod scheduler;
 mod server;
 mod state;
-mod walindex;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -48,8 +47,6 @@ pub fn source_for(settings: &Settings, requested: Option<PathBuf>) -> Source {
 }
 
 fn main() -> ExitCode {
-    // Before any connection: every one must use it (see walindex.rs).
-    walindex::install();
     let cli = Cli::parse();
     let settings = match Settings::resolve(&cli.global) {
         Ok(s) => s,

@@ -90,11 +90,16 @@ fn status_reports_the_daemon() {
 
 /// The revisions in one status reply on a held connection.
 fn status_revisions(s: &mut UnixStream) -> Vec<String> {
-    s.write_all(&request_status()).unwrap();
-    let payload = frame::read_payload(s).unwrap();
-    match frame::decode::<ServerMsg>(&payload).unwrap() {
-        ServerMsg::Status(info) => info.revisions,
-        other => panic!("expected a status reply, got {other:?}"),
+    try_status_revisions(s).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn try_status_revisions(s: &mut UnixStream) -> Result<Vec<String>, String> {
+    s.write_all(&request_status())
+        .map_err(|e| format!("status request: {e}"))?;
+    let payload = frame::read_payload(s).map_err(|e| format!("status reply: {e}"))?;
+    match frame::decode::<ServerMsg>(&payload).map_err(|e| e.to_string())? {
+        ServerMsg::Status(info) => Ok(info.revisions),
+        other => Err(format!("expected a status reply, got {other:?}")),
     }
 }
 
@@ -105,6 +110,10 @@ fn status_follows_a_rebuild_through_the_daemon() {
     let env = Env::built_in();
     let d = env.start_daemon(&[]);
     let mut s = hello_connection(&env.socket());
+    // On a failure, what the daemon said.
+    let status_revisions = |s: &mut UnixStream| {
+        try_status_revisions(s).unwrap_or_else(|e| panic!("{e}; daemon log:\n{}", d.log()))
+    };
     let head = status_revisions(&mut s);
     env.cli(&["prompts", "add", "before", "text"]).ok();
     let stop = std::sync::atomic::AtomicBool::new(false);
