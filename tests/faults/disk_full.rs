@@ -2,7 +2,7 @@
 //! loop device (1 KiB blocks), filled to the last block while runs write files and output and
 //! while `migrate downgrade` runs through the daemon and one-shot; then the daemon is restarted
 //! on a disk with only a few KiB left, several times (a fresh WAL index: where stock SQLite
-//! dies of SIGBUS, see daemon/src/walindex.rs). Every failure must say the disk is full, the
+//! can die of SIGBUS; see README, "The WAL index on a full disk"). Every failure must say the disk is full, the
 //! daemon must stay up and answer status, the database stays at a revision with integrity ok;
 //! once the filler is deleted runs fire again and every row committed before is still there.
 
