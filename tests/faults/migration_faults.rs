@@ -3,7 +3,8 @@
 //! and I/O errors injected with strace into the Nth write, fsync or truncate of a one-shot
 //! upgrade, for a sweep of N, with EIO and ENOSPC. Every time: the command fails with a clear
 //! error or succeeds, the database is intact and at one revision whose schema matches it, never
-//! between two (DESIGN §3), and the next `migrate upgrade` reaches head.
+//! between two (DESIGN §3), and the next `migrate upgrade` reaches head. Last, a daemon whose
+//! writes fail while a run ends (strace attached to it) must stay up and log it.
 //!
 //! Iterations: 5 one-shot kills and 10 daemon kills, 6 points of the pwrite64 sweep (20, 50 and
 //! 40 with `SILICA_CRON_FAULTS_LONG=1`); every call of the rarer syscalls.
@@ -13,13 +14,15 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use silica_cron_tests::client::assert_serving;
+use silica_cron_tests::jobs::{config, rows, script};
 use silica_cron_tests::report::Scenario;
 use silica_cron_tests::upgrade::{
     fingerprint, sibling, sqlite, wait_bounded, Fixture, LONG, NEW, OLD,
 };
 use silica_cron_tests::{run, Out};
 
-use crate::common::{iterations, Rng};
+use crate::common::{cli, iterations, started_id, Rng};
 
 /// Rows for the I/O sweep: enough for thousands of writes, short enough to run it many times.
 const SWEEP_ROWS: u32 = 20_000;
@@ -306,6 +309,80 @@ fn io_errors_during_one_shot_upgrade() {
     ));
     sc.held(format!(
         "{failed} failed cleanly (exit 1, FAILED naming the revision or the database, still at {OLD}), {succeeded} succeeded (at {NEW}); never a panic; integrity_check ok, schema matching the revision, rows intact; the next upgrade reached head"
+    ));
+    sc.pass();
+}
+
+/// A daemon whose database writes fail (EIO on every pwrite64 and fsync, strace attached to
+/// it) while a run ends: it stays up, says so in its log, and records runs again once the
+/// writes work.
+#[test]
+fn a_failed_write_while_recording_a_run() {
+    let mut sc = Scenario::start("1d", "EIO on the daemon's writes while a run ends");
+    let env = silica_cron_tests::Env::built_in();
+    let agent = script(
+        &env,
+        "agent.sh",
+        r#"case "$1" in
+  slow) sleep 2; echo slow-done ;;
+  *) echo "$1" ;;
+esac"#,
+    );
+    let cfg = config(&env, &agent, "");
+    let mut d = env.start_daemon(&["--config", &cfg]);
+    for p in ["slow", "after"] {
+        cli(&env, &cfg, &["prompts", "add", p, p]).ok();
+    }
+    let out = cli(&env, &cfg, &["prompts", "run", "slow"]);
+    out.ok();
+    let id = started_id(&out.stdout).unwrap();
+    let log = env.path().join("daemon.strace");
+    sc.tried("strace attached to the daemon, failing every pwrite64 and fsync with EIO while a 2 s run ends; detached 4 s later");
+    let mut strace = Command::new("strace")
+        .args(["-f", "-qq", "-o"])
+        .arg(&log)
+        .args([
+            "-e",
+            "trace=pwrite64,fsync",
+            "-e",
+            "inject=pwrite64:error=EIO",
+            "-e",
+            "inject=fsync:error=EIO",
+            "-p",
+            &d.pid().to_string(),
+        ])
+        .spawn()
+        .expect("strace");
+    std::thread::sleep(Duration::from_secs(4));
+    // SIGINT: strace detaches from the daemon and exits.
+    // SAFETY: a signal to our own child.
+    unsafe { libc::kill(strace.id() as i32, libc::SIGINT) };
+    wait_bounded(&mut strace, Duration::from_secs(10), "strace");
+    let traced = std::fs::read_to_string(&log).unwrap();
+    assert!(traced.contains("(INJECTED)"), "nothing injected:\n{traced}");
+    sc.iteration();
+    let t0 = Instant::now();
+    assert_serving(&env, &mut d);
+    sc.recovery(t0.elapsed());
+    let logged = format!("cannot record the end of a run execution={id}");
+    assert!(d.log().contains(&logged), "{}", d.log());
+    // The end was never committed: the row stays as it was (a restart marks it interrupted).
+    let row = rows(
+        &env,
+        &format!("SELECT status FROM job_executions WHERE id = {id};"),
+    );
+    let after = cli(&env, &cfg, &["prompts", "run", "after", "--wait"]);
+    after.ok();
+    let next = started_id(&after.stdout).unwrap();
+    assert_eq!(
+        rows(
+            &env,
+            &format!("SELECT status FROM job_executions WHERE id = {next};")
+        ),
+        "completed"
+    );
+    sc.held(format!(
+        "the daemon stayed up and served; its log says `{logged}` with the disk I/O error; the run's row stays `{row}`; the next run was recorded `completed`"
     ));
     sc.pass();
 }
