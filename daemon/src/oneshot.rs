@@ -11,15 +11,30 @@ use crate::backup::Policy;
 use crate::lock::{OwnerLock, Role};
 use crate::migrate::{self, store::Db, Ctx, Sink};
 
+/// A line on stderr. A write error is ignored where eprintln! would panic: with stderr
+/// unwritable (a full disk under a redirect) the exit code is all that can still tell.
+fn say(line: std::fmt::Arguments<'_>) {
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
+}
+
+/// A line on stdout, likewise.
+fn show(line: std::fmt::Arguments<'_>) {
+    let _ = writeln!(std::io::stdout().lock(), "{line}");
+}
+
 pub fn run(settings: &Settings, cmd: &MigrateCmd, json: bool) -> i32 {
     let _lock = if cmd.is_read_only() {
         None
     } else {
-        let wait = |pid: &str| eprintln!("Waiting for the migration run by pid {pid} to finish...");
+        let wait = |pid: &str| {
+            say(format_args!(
+                "Waiting for the migration run by pid {pid} to finish..."
+            ))
+        };
         match OwnerLock::acquire(&settings.lock, &settings.db, Role::Migrate, wait) {
             Ok(l) => Some(l),
             Err(e) => {
-                eprintln!("FAILED: {e}");
+                say(format_args!("FAILED: {e}"));
                 return exit_code::FAILED;
             }
         }
@@ -44,7 +59,7 @@ pub fn run(settings: &Settings, cmd: &MigrateCmd, json: bool) -> i32 {
     match migrate::run(&mut ctx, cmd, &mut Sink(&mut print)) {
         Ok(exit) => exit.code as i32,
         Err(e) => {
-            eprintln!("FAILED: {e}");
+            say(format_args!("FAILED: {e}"));
             exit_code::FAILED
         }
     }
@@ -58,10 +73,10 @@ pub fn backup(settings: &Settings, args: &BackupArgs, json: bool) -> i32 {
         Some(p) => p.clone(),
         None => {
             if let Err(e) = std::fs::create_dir_all(&policy.dir) {
-                eprintln!(
+                say(format_args!(
                     "silica-cron: backup: cannot create the backup directory {}: {e}",
                     policy.dir.display()
-                );
+                ));
                 return exit_code::FAILED;
             }
             crate::backup::default_path(&policy)
@@ -69,11 +84,11 @@ pub fn backup(settings: &Settings, args: &BackupArgs, json: bool) -> i32 {
     };
     match crate::backup::backup_to(&settings.db, &dest, args.force) {
         Ok(w) => {
-            println!("{}", crate::backup::report(&w, json));
+            show(format_args!("{}", crate::backup::report(&w, json)));
             exit_code::OK
         }
         Err(e) => {
-            eprintln!("silica-cron: backup: {e}");
+            say(format_args!("silica-cron: backup: {e}"));
             exit_code::FAILED
         }
     }
@@ -83,17 +98,21 @@ pub fn backup(settings: &Settings, args: &BackupArgs, json: bool) -> i32 {
 /// lock (no daemon can start on the database meanwhile). There is no scheduler to pause and no
 /// run in progress.
 pub fn restore(settings: &Settings, args: &RestoreArgs) -> i32 {
-    let wait = |pid: &str| eprintln!("Waiting for the migration run by pid {pid} to finish...");
+    let wait = |pid: &str| {
+        say(format_args!(
+            "Waiting for the migration run by pid {pid} to finish..."
+        ))
+    };
     let _lock = match OwnerLock::acquire(&settings.lock, &settings.db, Role::Migrate, wait) {
         Ok(l) => l,
         Err(e) => {
-            eprintln!("silica-cron: restore: {e}");
+            say(format_args!("silica-cron: restore: {e}"));
             return exit_code::FAILED;
         }
     };
     let mut print = |o: Output| match o {
-        Output::Stdout(l) => println!("{l}"),
-        Output::Stderr(l) => eprintln!("{l}"),
+        Output::Stdout(l) => show(format_args!("{l}")),
+        Output::Stderr(l) => say(format_args!("{l}")),
     };
     let shown = args.path.display().to_string();
     let result = (|| {
@@ -120,7 +139,7 @@ pub fn restore(settings: &Settings, args: &RestoreArgs) -> i32 {
     match result {
         Ok(()) => exit_code::OK,
         Err(e) => {
-            eprintln!("silica-cron: restore: {e}");
+            say(format_args!("silica-cron: restore: {e}"));
             exit_code::FAILED
         }
     }

@@ -3,7 +3,7 @@
 //! held (`cargo test -p silica-cron-tests --test faults -- --nocapture`) and appends a summary
 //! line to `target/faults-report.txt`, which `scripts/test.sh` prints at the end.
 //!
-//! Scenario numbers are the issue's. Scenario 1 (kill -9 during an upgrade) is `tests/crash.rs`.
+//! Scenario numbers are the issue's.
 //! `SILICA_CRON_FAULTS_LONG=1` raises iteration counts (see each module).
 
 mod clock;
@@ -14,6 +14,7 @@ mod fuzz;
 mod hostile_clients;
 mod jobs_kill9;
 mod loopdisk;
+mod migration_faults;
 mod misbehaving_jobs;
 mod ownership;
 mod sigterm_tree;

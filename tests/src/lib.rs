@@ -17,6 +17,7 @@ pub use tempfile::TempDir;
 pub mod client;
 pub mod jobs;
 pub mod report;
+pub mod upgrade;
 pub mod users;
 
 /// The workspace root.
@@ -218,7 +219,20 @@ impl Env {
     }
 
     pub fn command(&self, name: &str) -> Command {
-        let mut c = Command::new(bin(name));
+        self.command_under(&[], name)
+    }
+
+    /// The binary `name` run by a wrapper, e.g. `["strace", "-f", …]`, with this Env's
+    /// directory and environment.
+    pub fn command_under(&self, wrapper: &[&str], name: &str) -> Command {
+        let mut c = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(bin(name));
+                c
+            }
+            None => Command::new(bin(name)),
+        };
         c.current_dir(self.path()).stdin(Stdio::null());
         for k in CLEARED {
             c.env_remove(k);

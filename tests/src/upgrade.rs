@@ -1,22 +1,19 @@
-//! kill -9 at random instants during a long upgrade (a table rebuild over many rows), one-shot
-//! and with a daemon: every time the database must be intact and at a revision, never between
-//! two (DESIGN §3), and the next run must finish the job.
-//!
-//! Iterations per scenario: 20, or `CRASH_ITERATIONS`. The summary lines are printed to stdout
-//! (`cargo test -p silica-cron-tests --test crash -- --nocapture` shows them).
+//! The long upgrade the migration faults attack (scenario 1 of the fault battery): the original
+//! chain plus a 4th revision that rebuilds job_executions over many rows, a pristine database
+//! at the 3rd, and the checks that a database an attack left is at one revision, never between
+//! two (DESIGN §3): schema, rows, version table and ledger.
 
 use std::fs::File;
-use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use silica_cron_tests::{run, Env, Out};
+use crate::{run, Env, Out};
 
-const OLD: &str = "34065a4cc718";
-const NEW: &str = "a1b2c3d4e5f6";
-const ROWS: u32 = 150_000;
-const DEFAULT_ITERATIONS: u32 = 20;
+pub const OLD: &str = "34065a4cc718";
+pub const NEW: &str = "a1b2c3d4e5f6";
+/// Rows of the long upgrade: a debug build takes a few seconds over them.
+pub const LONG: u32 = 150_000;
 
 /// The 4th revision: rebuilds job_executions with an extra column (move-and-copy, as alembic's
 /// batch mode does), and back.
@@ -68,68 +65,40 @@ CREATE INDEX ix_job_executions_id ON job_executions (id);
 CREATE INDEX ix_job_executions_session_id ON job_executions (session_id);
 ";
 
-/// splitmix64: small, deterministic, good enough to spread kill instants.
-struct Rng(u64);
-
-impl Rng {
-    fn new(scenario: u64, iteration: u32) -> Rng {
-        Rng((scenario << 32) ^ u64::from(iteration) ^ 0x5EED_C0DE_0000_0000)
-    }
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    /// Uniform in [0, max].
-    fn delay(&mut self, max: Duration) -> Duration {
-        let us = max.as_micros() as u64;
-        Duration::from_micros(self.next() % (us + 1))
-    }
-}
-
-fn iterations() -> u32 {
-    std::env::var("CRASH_ITERATIONS")
-        .ok()
-        .map(|v| {
-            v.parse()
-                .unwrap_or_else(|_| panic!("CRASH_ITERATIONS={v:?} is not a number"))
-        })
-        .unwrap_or(DEFAULT_ITERATIONS)
-}
-
-fn sqlite(db: &Path, sql: &str) -> Out {
+pub fn sqlite(db: &Path, sql: &str) -> Out {
     let out = run(Command::new("sqlite3").arg(db).arg(sql));
     assert_eq!(out.code, 0, "sqlite3 {sql:?} failed:\n{out}");
     out
 }
 
-fn sibling(db: &Path, suffix: &str) -> PathBuf {
+pub fn sibling(db: &Path, suffix: &str) -> PathBuf {
     let mut s = db.as_os_str().to_owned();
     s.push(suffix);
     s.into()
 }
 
 /// What every iteration starts from and compares against.
-struct Fixture {
-    env: Env,
-    migrations: String,
+pub struct Fixture {
+    pub env: Env,
+    pub migrations: String,
     pristine: PathBuf,
-    schema_old: String,
-    schema_new: String,
+    /// Rows of job_executions.
+    pub rows: u32,
+    pub schema_old: String,
+    pub schema_new: String,
     /// count, sum of ids, sum of job ids, total output length: must survive every crash.
-    fingerprint: String,
+    pub fingerprint: String,
     /// How long an uninterrupted upgrade takes, start of process to exit.
-    full_upgrade: Duration,
+    pub full_upgrade: Duration,
 }
 
 impl Fixture {
-    fn new() -> Fixture {
+    /// The chain plus the rebuild revision, and a pristine database at OLD with `rows` runs.
+    pub fn new(rows: u32) -> Fixture {
         let env = Env::new();
         let versions = env.path().join("migrations/versions");
         std::fs::create_dir_all(&versions).unwrap();
-        for e in std::fs::read_dir(silica_cron_tests::original_chain().join("versions")).unwrap() {
+        for e in std::fs::read_dir(crate::original_chain().join("versions")).unwrap() {
             let e = e.unwrap();
             std::fs::copy(e.path(), versions.join(e.file_name())).unwrap();
         }
@@ -157,7 +126,7 @@ impl Fixture {
             &format!(
                 "INSERT INTO prompts (name, prompt_text, model, persona) VALUES ('p', 'text', 'haiku', 'basic_agent');
                  INSERT INTO scheduled_jobs (name, prompt_id, cron_expression, is_active) VALUES ('j', 1, '* * * * *', 1);
-                 WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {ROWS})
+                 WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {rows})
                  INSERT INTO job_executions (scheduled_job_id, session_id, started_at, completed_at, status, output)
                  SELECT CASE WHEN i % 3 = 0 THEN NULL ELSE 1 END, printf('%08x-0000-4000-8000-%012x', i, i * 7),
                         '2026-01-01 00:00:00', '2026-01-01 00:01:00', 'completed', 'output line ' || i FROM n;"
@@ -169,7 +138,7 @@ impl Fixture {
         let schema_old = sqlite(&pristine, ".schema").stdout;
         let fingerprint = fingerprint(&pristine);
         assert!(
-            fingerprint.starts_with(&format!("{ROWS}|")),
+            fingerprint.starts_with(&format!("{rows}|")),
             "{fingerprint}"
         );
 
@@ -179,6 +148,7 @@ impl Fixture {
             pristine,
             schema_old,
             schema_new: String::new(),
+            rows,
             fingerprint,
             full_upgrade: Duration::ZERO,
         };
@@ -196,18 +166,18 @@ impl Fixture {
         fx
     }
 
-    fn db(&self) -> PathBuf {
+    pub fn db(&self) -> PathBuf {
         self.env.db()
     }
 
-    fn cli(&self, args: &[&str]) -> Out {
+    pub fn cli(&self, args: &[&str]) -> Out {
         let mut all = vec!["--migrations-dir", &self.migrations];
         all.extend_from_slice(args);
         self.env.cli(&all)
     }
 
     /// `silica-cron --migrations-dir DIR migrate upgrade`, not waited for.
-    fn spawn_upgrade(&self, log: &str) -> Child {
+    pub fn spawn_upgrade(&self, log: &str) -> Child {
         let log = File::create(self.env.path().join(log)).unwrap();
         self.env
             .command("silica-cron")
@@ -221,7 +191,7 @@ impl Fixture {
     /// Puts the pristine file in place. Only called when every process that had the database
     /// open has exited (killed and reaped, or stopped): a stale -wal must not be replayed onto
     /// the new copy, so it goes first.
-    fn reset(&self) {
+    pub fn reset(&self) {
         let db = self.db();
         for s in ["-wal", "-shm", "-journal"] {
             match std::fs::remove_file(sibling(&db, s)) {
@@ -234,7 +204,7 @@ impl Fixture {
     }
 
     /// Checks the database a crash left; returns the revision it is at.
-    fn check_database(&self) -> &'static str {
+    pub fn check_database(&self) -> &'static str {
         let db = self.db();
         assert_eq!(
             sqlite(&db, "PRAGMA integrity_check;").stdout,
@@ -287,7 +257,7 @@ impl Fixture {
     }
 
     /// After recovery: at NEW, rows intact, and `migrate status` says so.
-    fn check_finished(&self) {
+    pub fn check_finished(&self) {
         self.cli(&["migrate", "status"])
             .ok()
             .stdout_has("✅ Cron database is up to date");
@@ -304,17 +274,17 @@ impl Fixture {
             )
             .stdout
             .trim(),
-            format!("{ROWS}|1|1")
+            format!("{}|1|1", self.rows)
         );
     }
 
     /// Kill instants are drawn from [0, window]: the whole upgrade plus a margin after it.
-    fn window(&self) -> Duration {
+    pub fn window(&self) -> Duration {
         self.full_upgrade.mul_f64(1.15)
     }
 }
 
-fn fingerprint(db: &Path) -> String {
+pub fn fingerprint(db: &Path) -> String {
     sqlite(
         db,
         "SELECT count(*), sum(id), total(coalesce(scheduled_job_id, 0)), total(length(output)), count(session_id) FROM job_executions;",
@@ -324,39 +294,8 @@ fn fingerprint(db: &Path) -> String {
     .to_string()
 }
 
-#[derive(Default)]
-struct Tally {
-    at_old: u32,
-    at_new: u32,
-    finished_before_kill: u32,
-    worst_recovery: Duration,
-}
-
-impl Tally {
-    fn add(&mut self, rev: &str, recovery: Duration) {
-        if rev == NEW {
-            self.at_new += 1;
-        } else {
-            self.at_old += 1;
-        }
-        self.worst_recovery = self.worst_recovery.max(recovery);
-    }
-
-    fn summary(&self, scenario: &str, n: u32, fx: &Fixture, finished: &str) -> String {
-        format!(
-            "crash {scenario}: {n} iterations (kill within {:?}, full upgrade {:?}); ended at {OLD}: {}, at {NEW}: {}; {finished}: {}; worst recovery {:?}",
-            fx.window(),
-            fx.full_upgrade,
-            self.at_old,
-            self.at_new,
-            self.finished_before_kill,
-            self.worst_recovery
-        )
-    }
-}
-
 /// Waits for a child to exit, at most `limit`.
-fn wait_bounded(child: &mut Child, limit: Duration, what: &str) -> std::process::ExitStatus {
+pub fn wait_bounded(child: &mut Child, limit: Duration, what: &str) -> std::process::ExitStatus {
     let deadline = Instant::now() + limit;
     loop {
         if let Some(status) = child.try_wait().expect("try_wait") {
@@ -369,117 +308,4 @@ fn wait_bounded(child: &mut Child, limit: Duration, what: &str) -> std::process:
         }
         std::thread::sleep(Duration::from_millis(5));
     }
-}
-
-/// One-shot: `silica-cron migrate upgrade` execs silica-crond (no daemon runs), which is killed.
-#[test]
-fn kill_one_shot_upgrade_at_random_instants() {
-    let fx = Fixture::new();
-    // The revision's downgrade is its inverse. A renamed table's stored DDL names it quoted,
-    // which the sqlite3 shell prints as `CREATE TABLE IF NOT EXISTS "t"`: compare without that.
-    fx.cli(&["migrate", "downgrade", "-1"]).ok();
-    let unquoted = |s: &str| {
-        s.replace("CREATE TABLE IF NOT EXISTS ", "CREATE TABLE ")
-            .replace('"', "")
-    };
-    assert_eq!(
-        unquoted(&sqlite(&fx.db(), ".schema").stdout),
-        unquoted(&fx.schema_old)
-    );
-    assert_eq!(fingerprint(&fx.db()), fx.fingerprint);
-
-    let n = iterations();
-    let mut tally = Tally::default();
-    for i in 0..n {
-        fx.reset();
-        let delay = Rng::new(1, i).delay(fx.window());
-        let mut child = fx.spawn_upgrade("one-shot.log");
-        std::thread::sleep(delay);
-        child.kill().expect("SIGKILL");
-        let status = wait_bounded(&mut child, Duration::from_secs(10), "killed silica-crond");
-        if status.signal() != Some(libc::SIGKILL) {
-            assert_eq!(
-                status.code(),
-                Some(0),
-                "iteration {i}: the upgrade failed by itself:\n{}",
-                std::fs::read_to_string(fx.env.path().join("one-shot.log")).unwrap_or_default()
-            );
-            tally.finished_before_kill += 1;
-        }
-        let rev = fx.check_database();
-        let t0 = Instant::now();
-        fx.cli(&["migrate", "upgrade"]).ok();
-        let recovery = t0.elapsed();
-        fx.check_finished();
-        tally.add(rev, recovery);
-    }
-    println!(
-        "{}",
-        tally.summary("one-shot", n, &fx, "finished before the kill")
-    );
-    assert_eq!(tally.at_old + tally.at_new, n);
-}
-
-/// Daemon: the upgrade is requested through the socket and the daemon is killed; the next
-/// daemon start handles the stale socket and the lock file, and finishes the upgrade.
-#[test]
-fn kill_daemon_during_upgrade_at_random_instants() {
-    let fx = Fixture::new();
-    let daemon_args = ["--migrations-dir", fx.migrations.as_str()];
-    let lock = sibling(&fx.db(), ".lock");
-    let n = iterations();
-    let mut tally = Tally::default();
-    let mut client_succeeded = 0;
-    for i in 0..n {
-        fx.reset();
-        let d = fx.env.start_daemon(&daemon_args);
-        let delay = Rng::new(2, i).delay(fx.window());
-        let mut client = fx.spawn_upgrade("client.log");
-        std::thread::sleep(delay);
-        d.kill9();
-        assert!(fx.env.socket().exists(), "kill -9 leaves the socket file");
-        // The client sees the connection drop (or, if it connects only after the kill, falls
-        // back to a one-shot run that finishes the upgrade): wait for it either way, so that
-        // nothing has the database open during the checks.
-        let status = wait_bounded(&mut client, Duration::from_secs(30), "silica-cron client");
-        if status.success() {
-            client_succeeded += 1;
-        }
-        let rev = fx.check_database();
-
-        let t0 = Instant::now();
-        let d2 = fx.env.start_daemon(&daemon_args);
-        fx.cli(&["migrate", "upgrade"]).ok();
-        let recovery = t0.elapsed();
-        assert!(
-            d2.log()
-                .contains("removing stale socket file left by a previous run"),
-            "{}",
-            d2.log()
-        );
-        assert_eq!(
-            std::fs::read_to_string(&lock).unwrap().trim(),
-            format!("{} daemon", d2.pid()),
-            "the new daemon holds the lock"
-        );
-        fx.check_finished();
-        fx.cli(&["status"])
-            .ok()
-            .stdout_has("schema:      up to date");
-        assert_eq!(d2.stop(), 0, "daemon did not stop cleanly");
-        tally.add(rev, recovery);
-    }
-    tally.finished_before_kill = client_succeeded;
-    println!("{}", tally.summary("daemon", n, &fx, "client exited 0"));
-    assert_eq!(tally.at_old + tally.at_new, n);
-}
-
-#[test]
-fn rng_is_deterministic_and_spread() {
-    let max = Duration::from_millis(500);
-    let a: Vec<_> = (0..50).map(|i| Rng::new(1, i).delay(max)).collect();
-    let b: Vec<_> = (0..50).map(|i| Rng::new(1, i).delay(max)).collect();
-    assert_eq!(a, b);
-    assert!(a.iter().all(|d| *d <= max));
-    assert!(a.iter().any(|d| *d < max / 4) && a.iter().any(|d| *d > max * 3 / 4));
 }

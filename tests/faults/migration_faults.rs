@@ -1,0 +1,394 @@
+//! Scenario 1: faults during a long upgrade (a table rebuild over many rows, see
+//! `silica_cron_tests::upgrade`). kill -9 at random instants, one-shot and through the daemon;
+//! and I/O errors injected with strace into the Nth write, fsync or truncate of a one-shot
+//! upgrade, for a sweep of N, with EIO and ENOSPC. Every time: the command fails with a clear
+//! error or succeeds, the database is intact and at one revision whose schema matches it, never
+//! between two (DESIGN §3), and the next `migrate upgrade` reaches head. Last, a daemon whose
+//! writes fail while a run ends (strace attached to it) must stay up and log it.
+//!
+//! Iterations: 5 one-shot kills and 10 daemon kills, 6 points of the pwrite64 sweep (20, 50 and
+//! 40 with `SILICA_CRON_FAULTS_LONG=1`); every call of the rarer syscalls.
+
+use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use silica_cron_tests::client::{assert_serving, wait_until};
+use silica_cron_tests::jobs::{config, rows, script};
+use silica_cron_tests::report::Scenario;
+use silica_cron_tests::upgrade::{
+    fingerprint, sibling, sqlite, wait_bounded, Fixture, LONG, NEW, OLD,
+};
+use silica_cron_tests::{run, Out};
+
+use crate::common::{cli, iterations, started_id, Rng};
+
+/// Rows for the I/O sweep: enough for thousands of writes, short enough to run it many times.
+const SWEEP_ROWS: u32 = 20_000;
+
+/// The syscalls SQLite writes the database, its WAL and its temp files with (`strace -f -c` of
+/// an upgrade: pwrite64 for pages, fsync for the WAL, the database and its directory, ftruncate
+/// for the shm and the checkpointed database, write for the lock file); fdatasync is listed in
+/// case the build uses it.
+const WRITE_CALLS: &[&str] = &["pwrite64", "write", "fsync", "fdatasync", "ftruncate"];
+
+fn seed(scenario: u64, i: u32) -> u64 {
+    (scenario << 32) ^ u64::from(i)
+}
+
+/// Where the kill left the database, and how long the next run took to reach head.
+#[derive(Default)]
+struct Tally {
+    at_old: u32,
+    at_new: u32,
+    finished_before_kill: u32,
+}
+
+impl Tally {
+    fn add(&mut self, rev: &str) {
+        if rev == NEW {
+            self.at_new += 1;
+        } else {
+            self.at_old += 1;
+        }
+    }
+}
+
+/// One-shot: `silica-cron migrate upgrade` execs silica-crond (no daemon runs), which is killed.
+#[test]
+fn kill_one_shot_upgrade_at_random_instants() {
+    let mut sc = Scenario::start("1a", "kill -9 of a one-shot upgrade at random instants");
+    let fx = Fixture::new(LONG);
+    // The revision's downgrade is its inverse. A renamed table's stored DDL names it quoted,
+    // which the sqlite3 shell prints as `CREATE TABLE IF NOT EXISTS "t"`: compare without that.
+    fx.cli(&["migrate", "downgrade", "-1"]).ok();
+    let unquoted = |s: &str| {
+        s.replace("CREATE TABLE IF NOT EXISTS ", "CREATE TABLE ")
+            .replace('"', "")
+    };
+    assert_eq!(
+        unquoted(&sqlite(&fx.db(), ".schema").stdout),
+        unquoted(&fx.schema_old)
+    );
+    assert_eq!(fingerprint(&fx.db()), fx.fingerprint);
+
+    let n = iterations(5, 20);
+    sc.tried(format!(
+        "{n} kills within {:?} of a one-shot upgrade over {LONG} rows (uninterrupted: {:?})",
+        fx.window(),
+        fx.full_upgrade
+    ));
+    let mut tally = Tally::default();
+    for i in 0..n {
+        fx.reset();
+        let delay = Rng::new(seed(1, i)).delay(fx.window());
+        let mut child = fx.spawn_upgrade("one-shot.log");
+        std::thread::sleep(delay);
+        child.kill().expect("SIGKILL");
+        let status = wait_bounded(&mut child, Duration::from_secs(10), "killed silica-crond");
+        if status.signal() != Some(libc::SIGKILL) {
+            assert_eq!(
+                status.code(),
+                Some(0),
+                "iteration {i}: the upgrade failed by itself:\n{}",
+                std::fs::read_to_string(fx.env.path().join("one-shot.log")).unwrap_or_default()
+            );
+            tally.finished_before_kill += 1;
+        }
+        let rev = fx.check_database();
+        let t0 = Instant::now();
+        fx.cli(&["migrate", "upgrade"]).ok();
+        sc.recovery(t0.elapsed());
+        fx.check_finished();
+        tally.add(rev);
+        sc.iteration();
+    }
+    assert_eq!(tally.at_old + tally.at_new, n);
+    sc.held(format!(
+        "ended at {OLD}: {}, at {NEW}: {} ({} finished before the kill), schema and rows intact each time; the next upgrade reached head",
+        tally.at_old, tally.at_new, tally.finished_before_kill
+    ));
+    sc.pass();
+}
+
+/// Daemon: the upgrade is requested through the socket and the daemon is killed; the next
+/// daemon start handles the stale socket and the lock file, and finishes the upgrade.
+#[test]
+fn kill_daemon_during_upgrade_at_random_instants() {
+    let mut sc = Scenario::start("1b", "kill -9 of the daemon during an upgrade");
+    let fx = Fixture::new(LONG);
+    let daemon_args = ["--migrations-dir", fx.migrations.as_str()];
+    let lock = sibling(&fx.db(), ".lock");
+    let n = iterations(10, 50);
+    sc.tried(format!(
+        "{n} kills of the daemon within {:?} of an upgrade over {LONG} rows requested by a client",
+        fx.window()
+    ));
+    let mut tally = Tally::default();
+    for i in 0..n {
+        fx.reset();
+        let d = fx.env.start_daemon(&daemon_args);
+        let delay = Rng::new(seed(2, i)).delay(fx.window());
+        let mut client = fx.spawn_upgrade("client.log");
+        std::thread::sleep(delay);
+        d.kill9();
+        assert!(fx.env.socket().exists(), "kill -9 leaves the socket file");
+        // The client sees the connection drop (or, if it connects only after the kill, falls
+        // back to a one-shot run that finishes the upgrade): wait for it either way, so that
+        // nothing has the database open during the checks.
+        let status = wait_bounded(&mut client, Duration::from_secs(30), "silica-cron client");
+        if status.success() {
+            tally.finished_before_kill += 1;
+        }
+        let rev = fx.check_database();
+
+        let t0 = Instant::now();
+        let d2 = fx.env.start_daemon(&daemon_args);
+        fx.cli(&["migrate", "upgrade"]).ok();
+        sc.recovery(t0.elapsed());
+        assert!(
+            d2.log()
+                .contains("removing stale socket file left by a previous run"),
+            "{}",
+            d2.log()
+        );
+        assert_eq!(
+            std::fs::read_to_string(&lock).unwrap().trim(),
+            format!("{} daemon", d2.pid()),
+            "the new daemon holds the lock"
+        );
+        fx.check_finished();
+        fx.cli(&["status"])
+            .ok()
+            .stdout_has("schema:      up to date");
+        assert_eq!(d2.stop(), 0, "daemon did not stop cleanly");
+        tally.add(rev);
+        sc.iteration();
+    }
+    assert_eq!(tally.at_old + tally.at_new, n);
+    sc.held(format!(
+        "ended at {OLD}: {}, at {NEW}: {} (the client exited 0: {}), schema and rows intact; the restarted daemon replaced the stale socket, took the lock and reached head",
+        tally.at_old, tally.at_new, tally.finished_before_kill
+    ));
+    sc.pass();
+}
+
+/// `silica-cron ARGS` under strace (following the exec of silica-crond), its trace in `log`.
+fn under_strace(fx: &Fixture, strace: &[&str], log: &Path, args: &[&str]) -> Out {
+    let log = log.display().to_string();
+    let mut wrapper = vec!["strace", "-f", "-qq", "-o", log.as_str()];
+    wrapper.extend_from_slice(strace);
+    run(fx
+        .env
+        .command_under(&wrapper, "silica-cron")
+        .args(["--migrations-dir", &fx.migrations])
+        .args(args))
+}
+
+/// How many times an uninterrupted upgrade makes each of [`WRITE_CALLS`] (`strace -c`).
+fn count_calls(fx: &Fixture) -> Vec<(&'static str, u64)> {
+    fx.reset();
+    let log = fx.env.path().join("count.strace");
+    let trace = format!("trace={}", WRITE_CALLS.join(","));
+    under_strace(fx, &["-c", "-e", &trace], &log, &["migrate", "upgrade"]).ok();
+    let table = std::fs::read_to_string(&log).unwrap();
+    WRITE_CALLS
+        .iter()
+        .map(|&name| {
+            let calls = table
+                .lines()
+                .map(|l| l.split_whitespace().collect::<Vec<_>>())
+                .find(|cols| cols.len() >= 5 && cols.last() == Some(&name))
+                .map_or(0, |cols| cols[3].parse().unwrap());
+            (name, calls)
+        })
+        .collect()
+}
+
+/// The Ns to fail: every call when there are few, else `points` spread over 1..=calls.
+fn sweep(calls: u64, points: u64) -> Vec<u64> {
+    if calls <= points {
+        return (1..=calls).collect();
+    }
+    (0..points)
+        .map(|j| 1 + j * (calls - 1) / (points - 1))
+        .collect()
+}
+
+fn db_revision(db: &Path) -> String {
+    sqlite(db, "SELECT version_num FROM cron_alembic_version;")
+        .stdout
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn io_errors_during_one_shot_upgrade() {
+    let mut sc = Scenario::start(
+        "1c",
+        "I/O errors (EIO, ENOSPC) injected into a one-shot upgrade",
+    );
+    assert!(
+        Command::new("strace").arg("-V").output().is_ok(),
+        "strace is needed (apt-get install strace; .ci/run installs it)"
+    );
+    let fx = Fixture::new(SWEEP_ROWS);
+    let counts = count_calls(&fx);
+    let points = u64::from(iterations(6, 40));
+    let db = fx.db();
+    let log = fx.env.path().join("inject.strace");
+    let (mut failed, mut succeeded) = (0, 0);
+    let mut swept = Vec::new();
+    for &(name, calls) in &counts {
+        if calls == 0 {
+            continue;
+        }
+        let ns = sweep(calls, points);
+        swept.push(format!("{name} N={}..{calls} ({} points)", ns[0], ns.len()));
+        // EIO once at the Nth call; ENOSPC from the Nth call on (a disk that stays full).
+        let faults: &[(&str, &str)] = match name {
+            "fsync" | "fdatasync" => &[("EIO", "")],
+            _ => &[("EIO", ""), ("ENOSPC", "+")],
+        };
+        for n in ns {
+            for (errno, from_on) in faults {
+                let what = format!("{name} {errno} at call {n}{from_on}");
+                fx.reset();
+                let inject = format!("inject={name}:error={errno}:when={n}{from_on}");
+                let trace = format!("trace={name}");
+                let out = under_strace(
+                    &fx,
+                    &["-e", &trace, "-e", &inject],
+                    &log,
+                    &["migrate", "upgrade"],
+                );
+                let traced = std::fs::read_to_string(&log).unwrap();
+                assert!(traced.contains("(INJECTED)"), "{what}: nothing injected");
+                assert!(
+                    !out.stderr.contains("panicked") && !out.stderr.contains("RUST_BACKTRACE"),
+                    "{what}: a panic:\n{out}"
+                );
+                let rev = fx.check_database();
+                match out.code {
+                    0 => {
+                        assert_eq!(rev, NEW, "{what}: exit 0 but the database is at {rev}");
+                        succeeded += 1;
+                    }
+                    1 => {
+                        // Every write from the Nth on failing takes stderr too: then the
+                        // exit code is all that can tell (and it must, without a panic).
+                        let stderr = out.stderr.as_str();
+                        let mute = name == "write" && !from_on.is_empty();
+                        assert!(
+                            mute || stderr.contains("FAILED: ")
+                                && (stderr.contains(NEW)
+                                    || stderr.contains(&db.display().to_string())),
+                            "{what}: the error names neither the revision nor the database:\n{out}"
+                        );
+                        assert_eq!(
+                            rev, OLD,
+                            "{what}: the upgrade failed but the database is at {rev}:\n{out}"
+                        );
+                        failed += 1;
+                    }
+                    code => panic!("{what}: exit {code}:\n{out}"),
+                }
+                assert_eq!(db_revision(&db), rev);
+                let t0 = Instant::now();
+                fx.cli(&["migrate", "upgrade"]).ok();
+                sc.recovery(t0.elapsed());
+                fx.check_finished();
+                sc.iteration();
+            }
+        }
+    }
+    sc.tried(format!(
+        "strace -e inject over an upgrade of {SWEEP_ROWS} rows: {}",
+        swept.join(", ")
+    ));
+    sc.held(format!(
+        "{failed} failed cleanly (exit 1, FAILED naming the revision or the database, still at {OLD}), {succeeded} succeeded (at {NEW}); never a panic; integrity_check ok, schema matching the revision, rows intact; the next upgrade reached head"
+    ));
+    sc.pass();
+}
+
+/// A daemon whose database writes fail (EIO on every pwrite64 and fsync, strace attached to
+/// it) while a run ends: it stays up, says so in its log, and records runs again once the
+/// writes work.
+#[test]
+fn a_failed_write_while_recording_a_run() {
+    let mut sc = Scenario::start("1d", "EIO on the daemon's writes while a run ends");
+    let env = silica_cron_tests::Env::built_in();
+    let agent = script(
+        &env,
+        "agent.sh",
+        r#"case "$1" in
+  slow) sleep 2; echo slow-done ;;
+  *) echo "$1" ;;
+esac"#,
+    );
+    let cfg = config(&env, &agent, "");
+    let mut d = env.start_daemon(&["--config", &cfg]);
+    for p in ["slow", "after"] {
+        cli(&env, &cfg, &["prompts", "add", p, p]).ok();
+    }
+    let out = cli(&env, &cfg, &["prompts", "run", "slow"]);
+    out.ok();
+    let id = started_id(&out.stdout).unwrap();
+    let log = env.path().join("daemon.strace");
+    sc.tried("strace attached to the daemon, failing every pwrite64 and fsync with EIO while a 2 s run ends; detached 4 s later");
+    let mut strace = Command::new("strace")
+        .args(["-f", "-qq", "-o"])
+        .arg(&log)
+        .args([
+            "-e",
+            "trace=pwrite64,fsync",
+            "-e",
+            "inject=pwrite64:error=EIO",
+            "-e",
+            "inject=fsync:error=EIO",
+            "-p",
+            &d.pid().to_string(),
+        ])
+        .spawn()
+        .expect("strace");
+    std::thread::sleep(Duration::from_secs(4));
+    // SIGINT: strace detaches from the daemon and exits.
+    // SAFETY: a signal to our own child.
+    unsafe { libc::kill(strace.id() as i32, libc::SIGINT) };
+    wait_bounded(&mut strace, Duration::from_secs(10), "strace");
+    let traced = std::fs::read_to_string(&log).unwrap();
+    assert!(traced.contains("(INJECTED)"), "nothing injected:\n{traced}");
+    sc.iteration();
+    let t0 = Instant::now();
+    assert_serving(&env, &mut d);
+    sc.recovery(t0.elapsed());
+    let logged = format!("cannot record the end of a run yet; trying again execution={id}");
+    assert!(d.log().contains(&logged), "{}", d.log());
+    // The end is kept and written again once writes work: the row becomes `completed`.
+    wait_until(
+        Duration::from_secs(30),
+        "the end held back by the I/O errors to be recorded",
+        || {
+            rows(
+                &env,
+                &format!("SELECT status FROM job_executions WHERE id = {id};"),
+            ) == "completed"
+        },
+    );
+    let after = cli(&env, &cfg, &["prompts", "run", "after", "--wait"]);
+    after.ok();
+    let next = started_id(&after.stdout).unwrap();
+    assert_eq!(
+        rows(
+            &env,
+            &format!("SELECT status FROM job_executions WHERE id = {next};")
+        ),
+        "completed"
+    );
+    sc.held(format!(
+        "the daemon stayed up and served; its log says `{logged}` with the disk I/O error; once strace detached, the held-back end was written (`completed`); the next run was recorded `completed`"
+    ));
+    sc.pass();
+}
