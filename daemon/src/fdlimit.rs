@@ -1,4 +1,5 @@
-//! How many control connections the open-files limit (`RLIMIT_NOFILE`) leaves room for.
+//! How many control connections and runs the open-files limit (`RLIMIT_NOFILE`) leaves room
+//! for.
 //!
 //! Each connection holds a descriptor. When the limit is reached, `accept` fails with EMFILE
 //! and the connection stays in the kernel's backlog: the client hangs instead of being served
@@ -22,6 +23,21 @@ pub fn connections_allowed(configured: usize, limit: u64) -> usize {
     }
     let half = (limit.saturating_sub(FDS_BASE) / 2).max(1);
     configured.min(usize::try_from(half).unwrap_or(usize::MAX))
+}
+
+/// Descriptors a run holds while it lasts: two pipes and a pidfd, four while it starts.
+const FDS_PER_RUN: u64 = 4;
+/// Descriptors kept for everything but runs, beside the connection slots.
+const FDS_RESERVED: u64 = 128;
+
+/// How many runs a soft limit of `limit` descriptors allows at once beside `max_connections`
+/// connections, so that a large `max_concurrent_runs` queues runs instead of failing them
+/// with EMFILE.
+pub fn runs_allowed(max_connections: usize, limit: u64) -> usize {
+    let spare = limit.saturating_sub(FDS_RESERVED + max_connections as u64);
+    usize::try_from(spare / FDS_PER_RUN)
+        .unwrap_or(usize::MAX)
+        .max(1)
 }
 
 /// The process's current soft limit on open files, if it can be read.
@@ -52,5 +68,12 @@ mod tests {
         assert_eq!(connections_allowed(8, 64), 8);
         // Absurdly low: one slot, never zero (the semaphore would refuse everyone).
         assert_eq!(connections_allowed(1024, 10), 1);
+    }
+
+    #[test]
+    fn runs_get_what_connections_and_the_reserve_leave() {
+        // 20,000 open files, 1,024 connections: (20,000 - 128 - 1,024) / 4.
+        assert_eq!(runs_allowed(1024, 20_000), 4712);
+        assert_eq!(runs_allowed(16, 64), 1);
     }
 }

@@ -17,10 +17,8 @@ use std::time::{Duration, Instant};
 use silica_cron_tests::client::{assert_serving, wait_until};
 use silica_cron_tests::jobs::{config, rows, script};
 use silica_cron_tests::report::Scenario;
-use silica_cron_tests::upgrade::{
-    fingerprint, sibling, sqlite, wait_bounded, Fixture, LONG, NEW, OLD,
-};
-use silica_cron_tests::{run, Out};
+use silica_cron_tests::upgrade::{fingerprint, sqlite, wait_bounded, Fixture, LONG, NEW, OLD};
+use silica_cron_tests::{run, sibling, Out};
 
 use crate::common::{cli, iterations, started_id, Rng};
 

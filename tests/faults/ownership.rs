@@ -6,18 +6,11 @@
 use std::io::{Read, Write};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use silica_cron_tests::client::assert_serving;
 use silica_cron_tests::report::Scenario;
-use silica_cron_tests::Env;
-
-fn sibling(db: &Path, suffix: &str) -> PathBuf {
-    let mut s = db.as_os_str().to_owned();
-    s.push(suffix);
-    PathBuf::from(s)
-}
+use silica_cron_tests::{sibling, Env};
 
 /// The database's content as the sqlite3 shell dumps it.
 fn dump(env: &Env) -> String {

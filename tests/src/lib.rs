@@ -452,3 +452,10 @@ pub fn run_alembic(db: &Path, args: &[&str], extra_env: &[(&str, &str)]) -> Out 
     }
     run(&mut c)
 }
+
+/// `db` with `suffix` appended to its file name (`-wal`, `-shm`, `.lock`).
+pub fn sibling(db: &Path, suffix: &str) -> PathBuf {
+    let mut s = db.as_os_str().to_owned();
+    s.push(suffix);
+    s.into()
+}

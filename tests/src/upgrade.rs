@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use crate::{run, Env, Out};
+use crate::{run, sibling, Env, Out};
 
 pub const OLD: &str = "34065a4cc718";
 pub const NEW: &str = "a1b2c3d4e5f6";
@@ -69,12 +69,6 @@ pub fn sqlite(db: &Path, sql: &str) -> Out {
     let out = run(Command::new("sqlite3").arg(db).arg(sql));
     assert_eq!(out.code, 0, "sqlite3 {sql:?} failed:\n{out}");
     out
-}
-
-pub fn sibling(db: &Path, suffix: &str) -> PathBuf {
-    let mut s = db.as_os_str().to_owned();
-    s.push(suffix);
-    s.into()
 }
 
 /// What every iteration starts from and compares against.

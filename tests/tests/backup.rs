@@ -3,16 +3,10 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use silica_cron_tests::jobs::{script, wait_for};
 use silica_cron_tests::{run, Env, Out};
-
-fn script(env: &Env, name: &str, body: &str) -> String {
-    let p = env.path().join(name);
-    std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
-    std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    p.display().to_string()
-}
 
 fn config(env: &Env, extra: &str) -> String {
     let agent = script(
@@ -34,21 +28,6 @@ fn sql(file: &Path, q: &str) -> String {
     let out = run(std::process::Command::new("sqlite3").arg(file).arg(q));
     out.ok();
     out.stdout.trim().to_string()
-}
-
-fn wait_for(env: &Env, q: &str, want: &str, limit: Duration) {
-    let deadline = Instant::now() + limit;
-    loop {
-        let got = env.sqlite(q).stdout.trim().to_string();
-        if got == want {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "waited {limit:?} for {q:?} to be {want:?}; it is {got:?}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 fn secs_into_minute() -> u64 {

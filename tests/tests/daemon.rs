@@ -6,7 +6,6 @@
 use std::io::{Read, Write};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
@@ -15,7 +14,7 @@ use proto::message::ServerMsg;
 use silica_cron_tests::client::{
     assert_serving, finish, hello_connection, hold_connections, request_status, wait_until, Spawned,
 };
-use silica_cron_tests::{hello_frame, raw_exchange, Daemon, Env, Out};
+use silica_cron_tests::{hello_frame, raw_exchange, sibling, Daemon, Env, Out};
 
 const HEAD: &str = "34065a4cc718";
 const MIDDLE: &str = "fc0bfa77ff5a";
@@ -42,12 +41,6 @@ fn status_json(env: &Env) -> serde_json::Value {
     let out = env.cli(&["status", "--json"]);
     out.ok();
     serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("status --json: {e}\n{out}"))
-}
-
-fn sibling(db: &Path, suffix: &str) -> PathBuf {
-    let mut s = db.as_os_str().to_owned();
-    s.push(suffix);
-    PathBuf::from(s)
 }
 
 // ---------------------------------------------------------------------------------------------

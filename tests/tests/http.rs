@@ -6,6 +6,7 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use silica_cron_tests::client::wait_until;
+use silica_cron_tests::jobs::script;
 use silica_cron_tests::{Daemon, Env};
 
 /// The revision that makes the scheduler's tables (built into silica-crond).
@@ -85,13 +86,6 @@ fn sample(metrics: &str, series: &str) -> f64 {
         .unwrap_or_else(|| panic!("no sample {series} in:\n{metrics}"))
         .parse()
         .unwrap()
-}
-
-fn script(env: &Env, name: &str, body: &str) -> String {
-    let p = env.path().join(name);
-    std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
-    std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    p.display().to_string()
 }
 
 fn config(env: &Env, body: &str) -> String {

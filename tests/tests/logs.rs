@@ -8,14 +8,8 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use silica_cron_tests::client::wait_until;
+use silica_cron_tests::jobs::script;
 use silica_cron_tests::{Daemon, Env};
-
-fn script(env: &Env, name: &str, body: &str) -> String {
-    let p = env.path().join(name);
-    std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
-    std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    p.display().to_string()
-}
 
 /// A config whose runner is `agent PROMPT`.
 fn config(env: &Env, agent: &str) -> String {

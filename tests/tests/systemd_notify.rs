@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use silica_cron_tests::jobs::script;
 use silica_cron_tests::{Daemon, Env};
 
 /// One datagram: what it said and which process sent it.
@@ -151,13 +152,6 @@ fn monotonic_usec() -> u64 {
     // SAFETY: clock_gettime into a valid timespec.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1_000
-}
-
-fn script(env: &Env, name: &str, body: &str) -> String {
-    let p = env.path().join(name);
-    std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
-    std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    p.display().to_string()
 }
 
 fn count(messages: &[Message], line: &str) -> usize {

@@ -97,6 +97,8 @@ pub struct Scheduler {
     /// The limit last used when the open-files limit lowered `max_concurrent_runs` (logged
     /// once per value).
     clamped_to: Option<usize>,
+    /// How many runs the open-files limit has room for (`fdlimit::runs_allowed`).
+    fd_runs: usize,
     /// Work for the scheduler's database thread (see `with_db`); it ends with the scheduler.
     db_thread: std::sync::mpsc::Sender<DbWork>,
 }
@@ -119,30 +121,12 @@ fn start_db_thread() -> std::sync::mpsc::Sender<DbWork> {
     tx
 }
 
-/// Descriptors a run holds while it lasts: two pipes and a pidfd, four while it starts.
-const FDS_PER_RUN: u64 = 4;
-/// Descriptors kept for everything but runs, beside the connection slots.
-const FDS_RESERVED: u64 = 128;
-
-/// How many runs the open-files limit allows at once, so that a large `max_concurrent_runs`
-/// queues runs instead of failing them with EMFILE.
-fn runs_allowed_by_fd_limit(max_connections: usize) -> usize {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit with a valid struct.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
-        return usize::MAX;
-    }
-    let spare = lim
-        .rlim_cur
-        .saturating_sub(FDS_RESERVED + max_connections as u64);
-    ((spare / FDS_PER_RUN) as usize).max(1)
-}
-
 impl Scheduler {
     pub fn new(shared: Arc<Shared>) -> Scheduler {
+        // The open-files limit is set at start, and connection slots change only with a restart.
+        let fd_runs = crate::fdlimit::soft_limit().map_or(usize::MAX, |l| {
+            crate::fdlimit::runs_allowed(shared.max_connections(), l)
+        });
         let (finished_tx, finished_rx) = mpsc::unbounded_channel();
         Scheduler {
             shared,
@@ -152,6 +136,7 @@ impl Scheduler {
             finished_tx,
             finished_rx,
             clamped_to: None,
+            fd_runs,
             db_thread: start_db_thread(),
         }
     }
@@ -482,7 +467,7 @@ impl Scheduler {
     fn limit(&mut self) -> usize {
         let file = &self.shared.settings().file;
         let configured = file.max_concurrent();
-        let limit = configured.min(runs_allowed_by_fd_limit(self.shared.max_connections()));
+        let limit = configured.min(self.fd_runs);
         if limit < configured && self.clamped_to != Some(limit) {
             warn!(
                 max_concurrent_runs = configured,
