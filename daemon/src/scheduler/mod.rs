@@ -161,6 +161,8 @@ impl Scheduler {
         // 10,000 jobs on every wake put milliseconds between the instant and the start.
         let mut next_at: Option<Vec<Option<Timestamp>>> = None;
         let mut deadline: Option<Timestamp> = None;
+        // The deadline whose warm-up (see `warm`) is done: the timer then sleeps until it.
+        let mut warmed_for: Option<Timestamp> = None;
         let mut plan_now = true;
         // Watchdog pings come from this loop, so a wedged loop stops them (systemd then
         // restarts the daemon); without a watchdog this never wakes.
@@ -258,17 +260,31 @@ impl Scheduler {
                 // microseconds with 10,000 jobs), so status reads the plan without the database.
                 self.shared.publish_plan(planned(current, nexts));
             }
+            // A due instant is approached in two wakes: WARM_LEAD before it to warm up, then at it.
+            let wake_at = deadline.map(|at| match warmed_for {
+                Some(w) if w == at => at,
+                _ => at.checked_sub(WARM_LEAD).unwrap_or(at),
+            });
             tokio::select! {
                 wake = async {
-                    match deadline {
+                    match wake_at {
                         Some(at) => timer.sleep_until(at).await,
                         None => std::future::pending().await,
                     }
                 } => {
-                    if let Ok(timer::Wake::ClockChanged) = wake {
-                        info!("the wall clock was set; planning again");
+                    match (wake, deadline) {
+                        (Ok(timer::Wake::ClockChanged), _) => {
+                            info!("the wall clock was set; planning again");
+                            plan_now = true;
+                        }
+                        (_, Some(at)) if warmed_for != Some(at) && Timestamp::now() < at => {
+                            warmed_for = Some(at);
+                            if let (Some(j), Some(n)) = (jobs.as_deref(), next_at.as_deref()) {
+                                self.warm(j, n, at).await;
+                            }
+                        }
+                        _ => plan_now = true,
                     }
-                    plan_now = true;
                 }
                 _ = self.shared.replan.notified() => {
                     jobs = None;
@@ -304,6 +320,27 @@ impl Scheduler {
             .map_err(|_| "the scheduler's database thread is gone".to_string())?;
         rx.await
             .map_err(|_| "the scheduler's database thread stopped".to_string())?
+    }
+
+    /// Runs a moment before the due instant `at` what firing at it will run cold after a long
+    /// sleep: the schema-state check, and on the database thread the reads of the due jobs'
+    /// prompts and the index probes of their rows. Nothing is written and nothing decided: the
+    /// pass at `at` reads everything again, and is then about a millisecond quicker (measured
+    /// with `bench/firing.sh`: the same work took 0.3-0.6 ms more at each step after a minute
+    /// asleep, on a machine whose caches and CPUs had cooled).
+    async fn warm(&self, jobs: &[Job], nexts: &[Option<Timestamp>], at: Timestamp) {
+        let _ = self.shared.scheduler_state();
+        let due: Vec<i64> = jobs
+            .iter()
+            .zip(nexts)
+            .filter(|(_, n)| **n == Some(at))
+            .map(|(j, _)| j.id)
+            .take(WARM_JOBS)
+            .collect();
+        let instant = sql_time(at);
+        if let Err(e) = self.with_db(move |c| run::warm(c, &due, &instant)).await {
+            tracing::debug!(error = %e, "warming up before a due instant failed");
+        }
     }
 
     /// Executions left pending or running by a daemon that died become `interrupted`, their
@@ -551,6 +588,13 @@ impl Scheduler {
         }
     }
 }
+
+/// How long before a due instant the scheduler wakes to warm up (`Scheduler::warm`); well
+/// above the warm-up's own length, so the instant itself is not delayed.
+const WARM_LEAD: schedule::jiff::SignedDuration = schedule::jiff::SignedDuration::from_millis(5);
+
+/// Due jobs whose rows are warmed up; a burst beyond this is bound by spawning anyway.
+const WARM_JOBS: usize = 64;
 
 /// Fire instants status lists.
 const STATUS_NEXT_FIRES: usize = 5;

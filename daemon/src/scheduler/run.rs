@@ -99,6 +99,25 @@ pub fn mark_running(
     Ok(out)
 }
 
+/// Reads what firing `jobs` at `instant` will read and write (see `Scheduler::warm`): their
+/// prompts, the unique index entry of each (job, instant), the last execution row.
+pub fn warm(c: &mut rusqlite::Connection, jobs: &[i64], instant: &str) -> rusqlite::Result<()> {
+    let tx = c.transaction()?;
+    {
+        let mut read = tx.prepare_cached(
+            "SELECT p.prompt_text, p.model, p.persona, j.name, j.timeout_seconds,
+                    (SELECT id FROM job_executions WHERE scheduled_job_id = j.id AND scheduled_for = ?2)
+             FROM scheduled_jobs j JOIN prompts p ON p.id = j.prompt_id WHERE j.id = ?1",
+        )?;
+        for job in jobs {
+            let mut rows = read.query(params![job, instant])?;
+            while rows.next()?.is_some() {}
+        }
+        tx.query_row("SELECT max(id) FROM job_executions", [], |_| Ok(()))?;
+    }
+    tx.finish()
+}
+
 impl Prepared {
     pub fn execution(&self) -> i64 {
         self.execution
