@@ -342,12 +342,14 @@ impl Shared {
                         old.file.max_connections.unwrap_or(1024)
                     );
                 }
-                let kept = Settings {
+                let mut kept = Settings {
                     db: old.db.clone(),
                     socket: old.socket.clone(),
                     lock: old.lock.clone(),
                     ..new
                 };
+                // The server's connection slots were counted at start; the settings say so too.
+                kept.file.max_connections = old.file.max_connections;
                 crate::logbus::bus().set_capacity(kept.file.log_buffer());
                 *self.settings.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(kept);
                 info!("configuration reloaded");

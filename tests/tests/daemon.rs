@@ -323,6 +323,10 @@ fn reload_applies_a_good_file_and_keeps_the_old_one_on_a_bad_file() {
         environment(&env) == "production"
     });
     wait_for_log(&d, "configuration reloaded");
+    wait_for_log(
+        &d,
+        "max_connections changes only with a restart; keeping 64",
+    );
 
     // `silica-cron reload` with a good file: effective when it returns. A new HTTP address is
     // not: the listener stays where it is, and the log says so.
@@ -336,6 +340,15 @@ fn reload_applies_a_good_file_and_keeps_the_old_one_on_a_bad_file() {
     assert_eq!(environment(&env), "development");
     assert_eq!(http(&env), listening);
     wait_for_log(&d, "the HTTP address changes only with a restart");
+    // The slots counted at start stay in force, so each reload without the key says so again.
+    assert_eq!(
+        d.log()
+            .matches("max_connections changes only with a restart; keeping 64")
+            .count(),
+        2,
+        "{}",
+        d.log()
+    );
 
     // A bad file: the client is told which key, the running configuration stays.
     std::fs::write(&config, "environment = 'production'\nbind_prot = 7071\n").unwrap();
