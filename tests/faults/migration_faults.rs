@@ -1,16 +1,18 @@
 //! Scenario 1: faults during a long upgrade (a table rebuild over many rows, see
 //! `silica_cron_tests::upgrade`). kill -9 at random instants, one-shot and through the daemon;
-//! and I/O errors injected with strace into the Nth write, fsync or truncate of a one-shot
-//! upgrade, for a sweep of N, with EIO and ENOSPC. Every time: the command fails with a clear
-//! error or succeeds, the database is intact and at one revision whose schema matches it, never
-//! between two (DESIGN §3), and the next `migrate upgrade` reaches head. Last, a daemon whose
-//! writes fail while a run ends (strace attached to it) must stay up and log it.
+//! and I/O errors injected with strace into the Nth write, fsync or truncate of an upgrade, for
+//! a sweep of N, with EIO and ENOSPC: one-shot (1c), and in a running daemon serving a client's
+//! upgrade (1e, strace attached to it). Every time: the command fails with a clear error or
+//! succeeds, the database is intact and at one revision whose schema matches it, never between
+//! two (DESIGN §3), and the next `migrate upgrade` reaches head; the daemon stays up. Last, a
+//! daemon whose writes fail while a run ends (strace attached to it) must stay up and log it.
 //!
-//! Iterations: 5 one-shot kills and 10 daemon kills, 6 points of the pwrite64 sweep (20, 50 and
-//! 40 with `SILICA_CRON_FAULTS_LONG=1`); every call of the rarer syscalls.
+//! Iterations: 5 one-shot kills and 10 daemon kills, 6 points of the one-shot's pwrite64 sweep
+//! and 3 of the daemon's (20, 50, 40 and 20 with `SILICA_CRON_FAULTS_LONG=1`); every call of the
+//! rarer syscalls.
 
 use std::os::unix::process::ExitStatusExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -184,6 +186,64 @@ fn under_strace(fx: &Fixture, strace: &[&str], log: &Path, args: &[&str]) -> Out
         .args(args))
 }
 
+/// strace attached to a running process (`-f -p PID`), writing its trace to a file.
+struct Attached {
+    strace: std::process::Child,
+    log: PathBuf,
+}
+
+impl Attached {
+    /// Returns once every thread of `pid` is traced: calls made after it cannot escape.
+    fn to(pid: i32, args: &[&str], log: &Path) -> Attached {
+        let strace = Command::new("strace")
+            .args(["-f", "-qq", "-o"])
+            .arg(log)
+            .args(args)
+            .args(["-p", &pid.to_string()])
+            .spawn()
+            .expect("strace");
+        let tracer = format!("TracerPid:\t{}\n", strace.id());
+        let attached = Attached {
+            strace,
+            log: log.to_owned(),
+        };
+        wait_until(
+            Duration::from_secs(10),
+            "strace to attach to every thread",
+            || {
+                std::fs::read_dir(format!("/proc/{pid}/task"))
+                    .unwrap()
+                    .all(|t| {
+                        std::fs::read_to_string(t.unwrap().path().join("status"))
+                            .is_ok_and(|s| s.contains(&tracer))
+                    })
+            },
+        );
+        attached
+    }
+
+    /// Detaches (strace lets its tracees go on SIGINT) and returns the trace.
+    fn detach(mut self) -> String {
+        self.stop();
+        std::fs::read_to_string(&self.log).unwrap()
+    }
+
+    fn stop(&mut self) {
+        if let Ok(None) = self.strace.try_wait() {
+            // SAFETY: a signal to our own child.
+            unsafe { libc::kill(self.strace.id() as i32, libc::SIGINT) };
+            wait_bounded(&mut self.strace, Duration::from_secs(10), "strace");
+        }
+    }
+}
+
+impl Drop for Attached {
+    /// A failed check must not leave the daemon traced (and failing its writes).
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
 /// How many times an uninterrupted upgrade makes each of [`WRITE_CALLS`] (`strace -c`).
 fn count_calls(fx: &Fixture) -> Vec<(&'static str, u64)> {
     fx.reset();
@@ -202,6 +262,13 @@ fn count_calls(fx: &Fixture) -> Vec<(&'static str, u64)> {
             (name, calls)
         })
         .collect()
+}
+
+fn need_strace() {
+    assert!(
+        Command::new("strace").arg("-V").output().is_ok(),
+        "strace is needed (apt-get install strace; .ci/run installs it)"
+    );
 }
 
 /// The Ns to fail: every call when there are few, else `points` spread over 1..=calls.
@@ -227,10 +294,7 @@ fn io_errors_during_one_shot_upgrade() {
         "1c",
         "I/O errors (EIO, ENOSPC) injected into a one-shot upgrade",
     );
-    assert!(
-        Command::new("strace").arg("-V").output().is_ok(),
-        "strace is needed (apt-get install strace; .ci/run installs it)"
-    );
+    need_strace();
     let fx = Fixture::new(SWEEP_ROWS);
     let counts = count_calls(&fx);
     let points = u64::from(iterations(6, 40));
@@ -336,27 +400,20 @@ esac"#,
     let id = started_id(&out.stdout).unwrap();
     let log = env.path().join("daemon.strace");
     sc.tried("strace attached to the daemon, failing every pwrite64 and fsync with EIO while a 2 s run ends; detached 4 s later");
-    let mut strace = Command::new("strace")
-        .args(["-f", "-qq", "-o"])
-        .arg(&log)
-        .args([
+    let strace = Attached::to(
+        d.pid(),
+        &[
             "-e",
             "trace=pwrite64,fsync",
             "-e",
             "inject=pwrite64:error=EIO",
             "-e",
             "inject=fsync:error=EIO",
-            "-p",
-            &d.pid().to_string(),
-        ])
-        .spawn()
-        .expect("strace");
+        ],
+        &log,
+    );
     std::thread::sleep(Duration::from_secs(4));
-    // SIGINT: strace detaches from the daemon and exits.
-    // SAFETY: a signal to our own child.
-    unsafe { libc::kill(strace.id() as i32, libc::SIGINT) };
-    wait_bounded(&mut strace, Duration::from_secs(10), "strace");
-    let traced = std::fs::read_to_string(&log).unwrap();
+    let traced = strace.detach();
     assert!(traced.contains("(INJECTED)"), "nothing injected:\n{traced}");
     sc.iteration();
     let t0 = Instant::now();
@@ -387,6 +444,180 @@ esac"#,
     );
     sc.held(format!(
         "the daemon stayed up and served; its log says `{logged}` with the disk I/O error; once strace detached, the held-back end was written (`completed`); the next run was recorded `completed`"
+    ));
+    sc.pass();
+}
+
+/// Neither the client nor the daemon panicked.
+#[track_caller]
+fn no_panic(what: &str, out: &Out, daemon_log: &str) {
+    for text in [out.stderr.as_str(), daemon_log] {
+        assert!(
+            !text.contains("panicked") && !text.contains("stack backtrace"),
+            "{what}: a panic:\n{out}\n{daemon_log}"
+        );
+    }
+}
+
+/// How many times the busiest thread of the daemon makes each of [`WRITE_CALLS`] while it
+/// serves an upgrade (strace counts calls per thread for `when=N`; the upgrade runs on the
+/// connection's thread), and how many writes go to `log` (the daemon's own log file).
+fn count_daemon_calls(fx: &Fixture, daemon_args: &[&str]) -> (Vec<(&'static str, u64)>, u64) {
+    fx.reset();
+    let d = fx.env.start_daemon(daemon_args);
+    let log = fx.env.path().join("count.strace");
+    let trace = format!("trace={}", WRITE_CALLS.join(","));
+    let strace = Attached::to(d.pid(), &["-y", "-e", &trace], &log);
+    fx.cli(&["migrate", "upgrade"]).ok();
+    let traced = strace.detach();
+    let daemon_log = format!("<{}>", d.log_path().display());
+    assert_eq!(d.stop(), 0);
+    // `TID name(fd<path>, ...` (a call strace saw start; its end may be a separate line).
+    let calls = |name: &str, only: Option<&str>| {
+        let mut per_thread = std::collections::HashMap::<&str, u64>::new();
+        for line in traced.lines() {
+            let Some((tid, call)) = line.split_once(' ') else {
+                continue;
+            };
+            let call = call.trim_start();
+            if call.starts_with(&format!("{name}(")) && only.is_none_or(|p| call.contains(p)) {
+                *per_thread.entry(tid).or_default() += 1;
+            }
+        }
+        per_thread.into_values().max().unwrap_or(0)
+    };
+    let counts = WRITE_CALLS.iter().map(|&n| (n, calls(n, None))).collect();
+    (counts, calls("write", Some(&daemon_log)))
+}
+
+/// 1c through a running daemon: strace attached to it fails the Nth call of one syscall while
+/// a client's `migrate upgrade` runs in it. The daemon's own writes are its log's (and tokio's
+/// eventfd wake-ups, which cannot fail with EIO): `write` is failed on the log file only.
+#[test]
+fn io_errors_during_upgrade_through_daemon() {
+    let mut sc = Scenario::start(
+        "1e",
+        "I/O errors (EIO, ENOSPC) injected into a daemon during an upgrade a client requested",
+    );
+    need_strace();
+    let fx = Fixture::new(SWEEP_ROWS);
+    let daemon_args = ["--migrations-dir", fx.migrations.as_str()];
+    // Paused: the fixture's minutely job must not add runs (the checks count rows) once at head.
+    std::fs::write(sibling(&fx.db(), ".paused"), "fault battery 1e\n").unwrap();
+    let (counts, log_writes) = count_daemon_calls(&fx, &daemon_args);
+    let points = u64::from(iterations(3, 20));
+    let db = fx.db();
+    let log = fx.env.path().join("inject.strace");
+    let (mut failed, mut succeeded) = (0, 0);
+    let mut commit_failures: Vec<(String, String)> = Vec::new();
+    let mut swept = Vec::new();
+    for &(name, calls) in &counts {
+        let (calls, on_log) = if name == "write" {
+            (log_writes, true)
+        } else {
+            (calls, false)
+        };
+        if calls == 0 {
+            swept.push(format!("{name}: no call"));
+            continue;
+        }
+        let ns = sweep(calls, points);
+        swept.push(format!(
+            "{name}{} N={}..{calls} ({} points)",
+            if on_log { " (log)" } else { "" },
+            ns[0],
+            ns.len()
+        ));
+        let faults: &[(&str, &str)] = match name {
+            "fsync" | "fdatasync" => &[("EIO", "")],
+            _ => &[("EIO", ""), ("ENOSPC", "+")],
+        };
+        for n in ns {
+            for (errno, from_on) in faults {
+                let what = format!("daemon {name} {errno} at call {n}{from_on}");
+                fx.reset();
+                let mut d = fx.env.start_daemon(&daemon_args);
+                let inject = format!("inject={name}:error={errno}:when={n}{from_on}");
+                let trace = format!("trace={name}");
+                let only_log = d.log_path().display().to_string();
+                let mut args = vec!["-e", &trace, "-e", &inject];
+                if on_log {
+                    args.extend(["-P", &only_log]);
+                }
+                let strace = Attached::to(d.pid(), &args, &log);
+                let out = fx.cli(&["migrate", "upgrade"]);
+                let traced = strace.detach();
+                assert!(traced.contains("(INJECTED)"), "{what}: nothing injected");
+                no_panic(&what, &out, &d.log());
+                // Up and answering, with the database as the failure left it.
+                let t0 = Instant::now();
+                assert_serving(&fx.env, &mut d);
+                sc.recovery(t0.elapsed());
+                let rev = fx.check_database();
+                assert_eq!(db_revision(&db), rev);
+                // A failed COMMIT's frames must not come back when the WAL is replayed.
+                assert_eq!(
+                    fx.revision_after_crash(),
+                    rev,
+                    "{what}: a crash now would leave another revision:\n{out}"
+                );
+                let failure = out.stderr.lines().find(|l| l.starts_with("FAILED: "));
+                println!(
+                    "[fault 1e]   {what}: exit {}, {}",
+                    out.code,
+                    failure.unwrap_or("-")
+                );
+                if out.code == 0 {
+                    assert_eq!(rev, NEW, "{what}: exit 0 but the database is at {rev}");
+                    succeeded += 1;
+                } else {
+                    assert_eq!(out.code, 1, "{what}: exit {}:\n{out}", out.code);
+                    // A failed statement names the revision's file and line; the other
+                    // failures of the step (BEGIN, COMMIT, the version rows) the database.
+                    assert!(
+                        out.stderr
+                            .contains(&format!("FAILED: revision {NEW} failed at "))
+                            || out
+                                .stderr
+                                .contains(&format!(" revision {NEW} (upgrade {OLD} -> {NEW}) "))
+                                && out.stderr.contains(&db.display().to_string()),
+                        "{what}: the error names not the revision and the file:\n{out}"
+                    );
+                    assert_eq!(
+                        rev, OLD,
+                        "{what}: the upgrade failed but the database is at {rev}:\n{out}"
+                    );
+                    if out.stderr.contains("cannot commit revision") {
+                        commit_failures.push((what.clone(), out.stderr.clone()));
+                    }
+                    failed += 1;
+                }
+                // The same daemon, once strace let go, finishes the upgrade.
+                fx.cli(&["migrate", "upgrade"]).ok();
+                fx.check_finished();
+                assert_eq!(d.stop(), 0, "{what}: the daemon did not stop cleanly");
+                sc.iteration();
+            }
+        }
+    }
+    sc.tried(format!(
+        "strace -p on the daemon, -e inject over an upgrade of {SWEEP_ROWS} rows a client requested: {}",
+        swept.join(", ")
+    ));
+    // A failed COMMIT (every fsync is swept: one is the WAL's at the commit) names the
+    // revision and the step, not only the file.
+    let commit = format!(
+        "FAILED: cannot commit revision {NEW} (upgrade {OLD} -> {NEW}) to {}: disk I/O error",
+        db.display()
+    );
+    let full =
+        format!("{commit}\nNothing of revision {NEW} was applied; the database stays at {OLD}.\n");
+    assert!(
+        commit_failures.iter().any(|(_, e)| e.contains(&full)),
+        "no COMMIT failure said `{full}`: {commit_failures:#?}"
+    );
+    sc.held(format!(
+        "{failed} failed cleanly (exit 1, FAILED naming the revision, and the file and line of a failed statement or the database, e.g. `{commit}`; still at {OLD}), {succeeded} succeeded (at {NEW}); never a panic; the daemon stayed up and answered status; integrity_check ok, schema matching the revision, rows intact; a crash image (database and WAL without the index) at the same revision; once strace detached the same daemon's next upgrade reached head"
     ));
     sc.pass();
 }

@@ -250,6 +250,26 @@ impl Fixture {
         rev
     }
 
+    /// The revision a crash now would leave (kill -9 of everything that has the database
+    /// open): a copy of the database and its WAL without the WAL index, which opening the copy
+    /// rebuilds from the WAL, replaying every frame up to the last commit mark.
+    pub fn revision_after_crash(&self) -> String {
+        let dir = self.env.path().join("crash-image");
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir(&dir).unwrap();
+        let copy = dir.join("silica-cron.db");
+        std::fs::copy(self.db(), &copy).unwrap();
+        match std::fs::copy(sibling(&self.db(), "-wal"), sibling(&copy, "-wal")) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => panic!("cannot copy the WAL: {e}"),
+        }
+        sqlite(&copy, "SELECT version_num FROM cron_alembic_version;")
+            .stdout
+            .trim()
+            .to_string()
+    }
+
     /// After recovery: at NEW, rows intact, and `migrate status` says so.
     pub fn check_finished(&self) {
         self.cli(&["migrate", "status"])

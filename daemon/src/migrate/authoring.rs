@@ -32,14 +32,14 @@ pub fn head_catalog(graph: &Graph) -> Result<Catalog> {
     for rev in graph.upgrade_path(&[], &graph.heads()) {
         let r = graph.rev(rev);
         let ops: Vec<VersionOp> = Vec::new();
+        let stays = graph.ids(&heads);
         store::apply_step(
             &mut conn,
             std::path::Path::new(":memory:"),
-            r,
+            &store::Step::upgrade(r, &stays),
             &r.upgrade,
             &ops,
             &LedgerOp::Forget(r.id.clone()),
-            &graph.ids(&heads),
         )?;
         heads = vec![rev];
     }

@@ -225,11 +225,10 @@ fn apply(conn: &mut Connection, stmts: &[String]) {
     store::apply_step(
         conn,
         std::path::Path::new(":memory:"),
-        &rev,
+        &store::Step::upgrade(&rev, "prop"),
         &statements,
         &[],
         &LedgerOp::Forget(String::new()),
-        "prop",
     )
     .unwrap_or_else(|e| panic!("{e}\n{}", stmts.join(";\n")));
 }

@@ -529,12 +529,13 @@ fn upgrade(
             r.id,
             r.message
         ));
-        let conn = ctx.db.writer()?;
+        let step = store::Step::upgrade(r, &stays);
+        let conn = ctx.db.writer().map_err(|e| step.open_failed(e))?;
         let record = LedgerOp::Record {
             revision: r.id.clone(),
             checksum: r.checksum.clone(),
         };
-        store::apply_step(conn, &db_path, r, &r.upgrade, &ops, &record, &stays)?;
+        store::apply_step(conn, &db_path, &step, &r.upgrade, &ops, &record)?;
     }
     Ok(Exit::OK)
 }
@@ -584,15 +585,15 @@ fn downgrade(ctx: &mut Ctx<'_>, graph: &Graph, target: &str, out: &mut Sink<'_>)
             r.parents.join(", "),
             r.message
         ));
-        let conn = ctx.db.writer()?;
+        let step = store::Step::downgrade(r, &stays);
+        let conn = ctx.db.writer().map_err(|e| step.open_failed(e))?;
         store::apply_step(
             conn,
             &db_path,
-            r,
+            &step,
             &r.downgrade,
             &ops,
             &LedgerOp::Forget(r.id.clone()),
-            &stays,
         )?;
     }
     Ok(Exit::OK)

@@ -29,6 +29,8 @@ pub enum StoreError {
     },
     #[error("{0}")]
     Statement(Box<FailedStatement>),
+    #[error("{0}")]
+    Step(Box<FailedStep>),
     #[error("database {0}: closed, the daemon is stopping")]
     Shut(PathBuf),
     #[error("revision {id} leaves rows that break foreign keys ({detail}); it was rolled back, the database stays at {stays}")]
@@ -48,6 +50,106 @@ pub struct FailedStatement {
     pub sql: String,
     pub message: String,
     pub stays: String,
+}
+
+/// Where a step failed outside its own statements (those fail as [`FailedStatement`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Opening the database for writing.
+    Open,
+    /// `BEGIN IMMEDIATE`, and turning foreign-key enforcement off before it.
+    Begin,
+    /// The version table, the ledger, the foreign-key check.
+    Record,
+    Commit,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {source}\nNothing of revision {id} was applied; the database stays at {stays}.{}", intro(*.phase, .id, .what, .path), residue(.wal_residue))]
+pub struct FailedStep {
+    pub phase: Phase,
+    pub id: String,
+    /// The step: `upgrade 34065a4cc718 -> a1b2c3d4e5f6`.
+    pub what: String,
+    pub path: PathBuf,
+    pub source: rusqlite::Error,
+    pub stays: String,
+    /// Why the frames of a failed COMMIT could not be cleared from the WAL (see
+    /// [`clear_failed_commit`]), if they could not.
+    pub wal_residue: Option<String>,
+}
+
+fn residue(why: &Option<String>) -> String {
+    why.as_ref().map_or(String::new(), |why| {
+        format!(" Its write-ahead log still holds the failed commit ({why}): if the daemon dies before the next write, the database may come back at this revision; check with: silica-cron migrate current")
+    })
+}
+
+fn intro(phase: Phase, id: &str, what: &str, path: &Path) -> String {
+    let path = path.display();
+    match phase {
+        Phase::Open => format!("cannot open {path} for revision {id} ({what})"),
+        Phase::Begin => format!("cannot begin revision {id} ({what}) in {path}"),
+        Phase::Record => format!("cannot record revision {id} ({what}) in {path}"),
+        Phase::Commit => format!("cannot commit revision {id} ({what}) to {path}"),
+    }
+}
+
+/// One revision applied in one direction: what its failures name.
+pub struct Step<'a> {
+    pub rev: &'a Revision,
+    /// As the step's log line names it: `upgrade 34065a4cc718 -> a1b2c3d4e5f6`.
+    pub what: String,
+    /// The revisions the database stays at when the step fails.
+    pub stays: &'a str,
+}
+
+impl<'a> Step<'a> {
+    pub fn upgrade(rev: &'a Revision, stays: &'a str) -> Step<'a> {
+        Step {
+            rev,
+            what: format!("upgrade {} -> {}", parents(rev), rev.id),
+            stays,
+        }
+    }
+
+    pub fn downgrade(rev: &'a Revision, stays: &'a str) -> Step<'a> {
+        Step {
+            rev,
+            what: format!("downgrade {} -> {}", rev.id, parents(rev)),
+            stays,
+        }
+    }
+
+    fn failed(&self, phase: Phase, path: &Path, source: rusqlite::Error) -> StoreError {
+        StoreError::Step(Box::new(FailedStep {
+            phase,
+            id: self.rev.id.clone(),
+            what: self.what.clone(),
+            path: path.to_owned(),
+            source,
+            stays: self.stays.to_owned(),
+            wal_residue: None,
+        }))
+    }
+
+    /// A failure to open the database for this step, reported as the step's.
+    pub fn open_failed(&self, e: StoreError) -> StoreError {
+        match e {
+            StoreError::Open { path, source } | StoreError::Sqlite { path, source } => {
+                self.failed(Phase::Open, &path, source)
+            }
+            other => other,
+        }
+    }
+}
+
+fn parents(rev: &Revision) -> String {
+    if rev.parents.is_empty() {
+        "base".into()
+    } else {
+        rev.parents.join(", ")
+    }
 }
 
 /// A change of the version table's rows that goes with one step.
@@ -286,29 +388,27 @@ pub fn read_versions(conn: &Connection) -> rusqlite::Result<Vec<String>> {
 }
 
 /// Runs `statements` and `ops` in one `BEGIN IMMEDIATE` transaction; on any failure nothing of
-/// it stays. Foreign-key enforcement is off during the step (a table rebuild must not cascade
-/// into other tables) and `foreign_key_check` must be clean before the commit.
+/// it stays, and the error names the step. Foreign-key enforcement is off during the step (a
+/// table rebuild must not cascade into other tables) and `foreign_key_check` must be clean
+/// before the commit.
 pub fn apply_step(
     conn: &mut Connection,
     path: &Path,
-    rev: &Revision,
+    step: &Step<'_>,
     statements: &[Statement],
     ops: &[VersionOp],
     ledger: &LedgerOp,
-    stays: &str,
 ) -> Result<(), StoreError> {
     let started = std::time::Instant::now();
-    let sqlite = |source| StoreError::Sqlite {
-        path: path.to_owned(),
-        source,
-    };
+    let rev = step.rev;
+    let failed = |phase| move |source| step.failed(phase, path, source);
     conn.execute_batch("PRAGMA foreign_keys=OFF")
-        .map_err(sqlite)?;
+        .map_err(failed(Phase::Begin))?;
     let result = (|| {
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(sqlite)?;
-        ensure_version_table(&tx).map_err(sqlite)?;
+            .map_err(failed(Phase::Begin))?;
+        ensure_version_table(&tx).map_err(failed(Phase::Record))?;
         for s in statements {
             tx.execute_batch(&s.sql).map_err(|e| {
                 StoreError::Statement(Box::new(FailedStatement {
@@ -317,39 +417,66 @@ pub fn apply_step(
                     line: s.line,
                     sql: s.sql.clone(),
                     message: e.to_string(),
-                    stays: stays.to_owned(),
+                    stays: step.stays.to_owned(),
                 }))
             })?;
         }
         for op in ops {
-            op.run(&tx).map_err(sqlite)?;
+            op.run(&tx).map_err(failed(Phase::Record))?;
         }
         match ledger {
             LedgerOp::Record { revision, checksum } => {
                 let ms = started.elapsed().as_millis() as i64;
-                record(&tx, revision, checksum, ms).map_err(sqlite)?
+                record(&tx, revision, checksum, ms).map_err(failed(Phase::Record))?
             }
             LedgerOp::Forget(revision) => {
                 tx.execute(
                     &format!("DELETE FROM {LEDGER_TABLE} WHERE revision = ?1"),
                     [revision],
                 )
-                .map_err(sqlite)?;
+                .map_err(failed(Phase::Record))?;
             }
         }
-        let violations = foreign_key_violations(&tx).map_err(sqlite)?;
+        let violations = foreign_key_violations(&tx).map_err(failed(Phase::Record))?;
         if !violations.is_empty() {
             return Err(StoreError::ForeignKeys {
                 id: rev.id.clone(),
                 detail: violations.join("; "),
-                stays: stays.to_owned(),
+                stays: step.stays.to_owned(),
             });
         }
-        tx.commit().map_err(sqlite)
+        tx.commit().map_err(failed(Phase::Commit))
     })();
-    // Restore enforcement whatever happened (the transaction is gone either way).
-    let restore = conn.execute_batch("PRAGMA foreign_keys=ON").map_err(sqlite);
+    // Restore enforcement whatever happened (the transaction is gone either way). Not the
+    // step's failure: it may have been committed.
+    let restore = conn
+        .execute_batch("PRAGMA foreign_keys=ON")
+        .map_err(|source| StoreError::Sqlite {
+            path: path.to_owned(),
+            source,
+        });
+    let result = match result {
+        Err(StoreError::Step(mut f)) if f.phase == Phase::Commit => {
+            f.wal_residue = clear_failed_commit(conn).err();
+            Err(StoreError::Step(f))
+        }
+        other => other,
+    };
     result.and(restore)
+}
+
+/// A COMMIT that failed after writing its frames (the WAL's fsync failed) leaves them in the
+/// WAL with a valid commit mark. Connections ignore them, but rebuilding the WAL index after a
+/// crash replays them: the revision reported as not applied would then be. A TRUNCATE
+/// checkpoint copies what was committed into the database and empties the WAL.
+fn clear_failed_commit(conn: &Connection) -> Result<(), String> {
+    let busy: i64 = conn
+        .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))
+        .map_err(|e| e.to_string())?;
+    if busy != 0 {
+        return Err("another connection is reading it".into());
+    }
+    Ok(())
 }
 
 /// Replaces every version row by `targets` in one transaction (stamp).
@@ -414,4 +541,49 @@ fn foreign_key_violations(conn: &Connection) -> rusqlite::Result<Vec<String>> {
     let mut out: Vec<String> = rows.collect::<Result<_, _>>()?;
     out.truncate(5);
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const REV: &str = "-- add t\n--\n-- Revision ID: aaaaaaaaaaaa\n-- Revises: bbbbbbbbbbbb\n-- Create Date: 2026-01-01 00:00:00\n\n-- migrate:upgrade\nCREATE TABLE t (x);\n\n-- migrate:downgrade\nDROP TABLE t;\n";
+
+    #[test]
+    fn a_step_that_cannot_begin_names_the_revision() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.db");
+        let rev = super::super::script::parse("f.sql", REV).unwrap();
+        let holder = Connection::open(&path).unwrap();
+        holder.execute_batch("BEGIN EXCLUSIVE").unwrap();
+        let mut conn = Connection::open(&path).unwrap();
+        conn.busy_timeout(std::time::Duration::ZERO).unwrap();
+        let step = Step::upgrade(&rev, "bbbbbbbbbbbb");
+        let e = apply_step(
+            &mut conn,
+            &path,
+            &step,
+            &rev.upgrade,
+            &[],
+            &LedgerOp::Forget(rev.id.clone()),
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "cannot begin revision aaaaaaaaaaaa (upgrade bbbbbbbbbbbb -> aaaaaaaaaaaa) in {}: database is locked\nNothing of revision aaaaaaaaaaaa was applied; the database stays at bbbbbbbbbbbb.",
+                path.display()
+            )
+        );
+        let down = Step::downgrade(&rev, "aaaaaaaaaaaa");
+        let missing = dir.path().join("no/such/dir.db");
+        let open = Db::new(&missing).writer().map(drop).unwrap_err();
+        assert_eq!(
+            down.open_failed(open).to_string(),
+            format!(
+                "cannot open {0} for revision aaaaaaaaaaaa (downgrade aaaaaaaaaaaa -> bbbbbbbbbbbb): unable to open database file: {0}\nNothing of revision aaaaaaaaaaaa was applied; the database stays at aaaaaaaaaaaa.",
+                missing.display()
+            )
+        );
+    }
 }
