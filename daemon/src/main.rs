@@ -16,6 +16,7 @@ mod records;
 mod scheduler;
 mod server;
 mod state;
+mod walindex;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -47,6 +48,8 @@ pub fn source_for(settings: &Settings, requested: Option<PathBuf>) -> Source {
 }
 
 fn main() -> ExitCode {
+    // Before any connection, so that every one uses it (the one-shot commands too).
+    walindex::install();
     let cli = Cli::parse();
     let settings = match Settings::resolve(&cli.global) {
         Ok(s) => s,

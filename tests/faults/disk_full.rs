@@ -1,12 +1,15 @@
 //! Scenario 4: the disk full. The database and the runs' workdirs (TMPDIR) are on a 16 MiB ext4
 //! loop device (1 KiB blocks), filled to the last block while runs write files and output and
 //! while `migrate downgrade` runs through the daemon and one-shot; then the daemon is restarted
-//! on a disk with only a few KiB left, several times (a fresh WAL index: where stock SQLite
-//! can die of SIGBUS; see README, "The WAL index on a full disk"). Every failure must say the disk is full, the
-//! daemon must stay up and answer status, the database stays at a revision with integrity ok;
-//! once the filler is deleted runs fire again and every row committed before is still there.
+//! on a disk with only a few KiB left, several times, and started with a fresh WAL index (no
+//! `-shm` file) with 0-40 KiB left, where SQLite without the daemon's reservation dies of
+//! SIGBUS (see README, "The WAL index on a full disk"). Every failure must say the disk is
+//! full, the daemon must stay up and answer status (or refuse to start saying the disk is
+//! full), the database stays at a revision with integrity ok; once the filler is deleted runs
+//! fire again and every row committed before is still there.
 
-use std::process::Stdio;
+use std::os::unix::process::ExitStatusExt;
+use std::process::{ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use silica_cron_tests::client::{assert_serving, finish, wait_until};
@@ -42,6 +45,104 @@ fn says_full(out: &Out) {
         e.contains("full") || e.contains("no space"),
         "a failure on a full disk that does not say so:\n{out}"
     );
+}
+
+/// Starts on a nearly full disk after a clean stop, so with no `-shm` file: SQLite creates a
+/// fresh WAL index at the first read, growing it by one byte per 4 KiB page, which leaves
+/// holes of three 1 KiB blocks in each page. With a few KiB left the stock SQLite dies of
+/// SIGBUS there (at 9 KiB on this disk, before the daemon reserved the index's blocks). Each
+/// start must serve, or refuse to start saying the disk is full; never die of a signal.
+fn fresh_index_starts(env: &Env, cfg: &str, disk: &LoopDisk, sc: &mut Scenario) -> Daemon {
+    let args = ["--config", cfg];
+    let leaves: Vec<u64> = (0..=iterations(40, 64) as u64).collect();
+    sc.tried(format!(
+        "starts with no -shm file (after a clean stop with space) and {}-{} KiB left, a prompts add after each",
+        leaves[0],
+        leaves[leaves.len() - 1]
+    ));
+    let shm = disk.mount.join("silica-cron.db-shm");
+    let (mut served, mut refused) = (0, 0);
+    let (mut died, mut unclear) = (Vec::new(), Vec::new());
+    for leave in &leaves {
+        disk.free();
+        // The last connection's close checkpoints and deletes the -wal and -shm files.
+        let code = env.start_daemon(&args).stop();
+        assert_eq!(code, 0);
+        assert!(!shm.exists(), "{} left after a clean stop", shm.display());
+        disk.fill(*leave);
+        let mut daemon = env.spawn_daemon(&args);
+        match listening_or_exit(env, &mut daemon) {
+            None => {
+                let out = cli(env, cfg, &["prompts", "add", &format!("fresh{leave}"), "x"]);
+                if out.code != 0 {
+                    // A daemon that died meanwhile answered "closed the connection": reap it.
+                    let _ = daemon.wait(Duration::from_secs(1));
+                }
+                if let Ok(Some(status)) = daemon.child.try_wait() {
+                    died.push(format!("{leave} KiB: listened, then {}", how(status)));
+                    continue;
+                }
+                if out.code != 0 {
+                    says_full(&out);
+                }
+                alive(env, &mut daemon);
+                served += 1;
+            }
+            Some(status) if status.signal().is_some() => {
+                died.push(format!("{leave} KiB: {}", how(status)));
+            }
+            Some(status) => {
+                let log = daemon.log();
+                let lower = log.to_lowercase();
+                if lower.contains("full") || lower.contains("no space") {
+                    refused += 1;
+                } else {
+                    let last = log.lines().last().unwrap_or_default().to_string();
+                    unclear.push(format!("{leave} KiB: {status}, {last}"));
+                }
+            }
+        }
+        sc.iteration();
+    }
+    // Every start is tried before judging, so that a failure lists them all.
+    assert!(
+        died.is_empty() && unclear.is_empty(),
+        "on a fresh WAL index the daemon died of a signal: {died:#?}\nor exited without saying the disk is full: {unclear:#?}"
+    );
+    assert!(served > 0, "no start served at all");
+    sc.held(format!(
+        "{} starts with a fresh WAL index: {served} served, {refused} refused to start saying the disk is full (too little room to reserve the index's 32 KiB), none died of a signal",
+        leaves.len()
+    ));
+    disk.free();
+    env.start_daemon(&args)
+}
+
+/// None once the daemon listens, or how it exited before that.
+fn listening_or_exit(env: &Env, d: &mut Daemon) -> Option<ExitStatus> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(Some(status)) = d.child.try_wait() {
+            return Some(status);
+        }
+        if std::os::unix::net::UnixStream::connect(env.socket()).is_ok() {
+            return None;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the daemon neither listened nor exited:\n{}",
+            d.log()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn how(status: ExitStatus) -> String {
+    match status.signal() {
+        Some(libc::SIGBUS) => "killed by SIGBUS".into(),
+        Some(sig) => format!("killed by signal {sig}"),
+        None => status.to_string(),
+    }
 }
 
 fn integrity(env: &Env) -> String {
@@ -223,11 +324,13 @@ esac"#,
         d = Some(daemon);
         sc.iteration();
     }
-    let mut d = d.unwrap();
     sc.held(format!(
         "{} restarts on a nearly full disk: the daemon served every time, no SIGBUS",
         leaves.len()
     ));
+    drop(d);
+
+    let mut d = fresh_index_starts(&env, &cfg, &disk, &mut sc);
 
     // A run that ends while the disk is full: its end cannot be written then, and must be
     // written once there is space again, not left `running`.
