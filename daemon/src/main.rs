@@ -2,6 +2,7 @@
 //! `silica-crond migrate …` runs one migration command one-shot instead.
 
 mod backup;
+mod checkpoint;
 mod dirwatch;
 mod fdlimit;
 mod http;
@@ -144,7 +145,8 @@ fn daemon(args: GlobalArgs, serve: ServeArgs, settings: Settings) -> anyhow::Res
             "waiting for the migration run by pid {pid} to finish"
         ));
     })?;
-    let mut db = Db::new(&settings.db);
+    // Checkpoints run on a thread of their own, not inside the commit before a run starts.
+    let mut db = Db::new(&settings.db).with_writer_setup(checkpoint::defer);
     notify::status("preparing the database");
     prepare_database(&mut db, &settings)?;
     drop(starting);

@@ -246,6 +246,8 @@ pub struct Db {
     shut: bool,
     /// Connections opened so far: `data_version` values of different connections don't compare.
     opened: u64,
+    /// Run on each writing connection once it is set up (the daemon's checkpoint policy).
+    on_writer: Option<fn(&Connection)>,
 }
 
 /// Where the database stood for one connection (see [`Db::data_version`]); equal values mean
@@ -264,7 +266,14 @@ impl Db {
             writable: false,
             shut: false,
             opened: 0,
+            on_writer: None,
         }
+    }
+
+    /// `setup` runs on every writing connection opened from now on.
+    pub fn with_writer_setup(mut self, setup: fn(&Connection)) -> Db {
+        self.on_writer = Some(setup);
+        self
     }
 
     pub fn path(&self) -> &Path {
@@ -328,6 +337,9 @@ impl Db {
                 .map_err(self.err())?;
             conn.execute_batch("PRAGMA foreign_keys=ON")
                 .map_err(self.err())?;
+            if let Some(setup) = self.on_writer {
+                setup(&conn);
+            }
             self.conn = Some(conn);
             self.opened += 1;
             self.writable = true;
