@@ -129,6 +129,13 @@ impl Connection {
         self.timed(r)
     }
 
+    /// Drops the answer timeout, for replies that may take long to come.
+    fn wait_indefinitely(&mut self) -> Result<(), ConnectError> {
+        self.stream
+            .set_recv_timeout(None)
+            .map_err(|e| ConnectError::from(FrameError::from(e)))
+    }
+
     fn send_inner(&mut self, req: Request) -> Result<(), ConnectError> {
         let mut bytes = Vec::new();
         if self.hello_pending {
@@ -160,9 +167,7 @@ impl Connection {
         );
         self.send(req)?;
         if streams {
-            self.stream
-                .set_recv_timeout(None)
-                .map_err(|e| ConnectError::from(FrameError::from(e)))?;
+            self.wait_indefinitely()?;
         }
         loop {
             let frame =
@@ -186,9 +191,7 @@ impl Connection {
     ) -> Result<Result<Exit, ErrorReply>, ConnectError> {
         self.send(req)?;
         // The run may take long: no read timeout from here on.
-        self.stream
-            .set_recv_timeout(None)
-            .map_err(|e| ConnectError::from(FrameError::from(e)))?;
+        self.wait_indefinitely()?;
         loop {
             match frame::read_frame::<_, ServerMsg>(&mut self.stream)? {
                 ServerMsg::Reply(r) => on_reply(&r),
@@ -211,9 +214,7 @@ impl Connection {
         self.send(Request::Logs(req))?;
         if follow {
             // A follower may hear nothing for hours.
-            self.stream
-                .set_recv_timeout(None)
-                .map_err(|e| ConnectError::from(FrameError::from(e)))?;
+            self.wait_indefinitely()?;
         }
         loop {
             let frame =

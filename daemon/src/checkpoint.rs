@@ -16,7 +16,7 @@ use std::ffi::{c_char, c_int, c_void, CStr, OsStr};
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::sync::mpsc::{channel, Receiver, Sender};
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use rusqlite::{ffi, Connection, OpenFlags};
@@ -57,10 +57,8 @@ unsafe extern "C" fn on_commit(
 }
 
 fn request(path: PathBuf) {
-    static TX: OnceLock<Mutex<Option<Sender<PathBuf>>>> = OnceLock::new();
-    let tx = TX.get_or_init(|| Mutex::new(start()));
-    let tx = tx.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(tx) = tx.as_ref() {
+    static TX: OnceLock<Option<Sender<PathBuf>>> = OnceLock::new();
+    if let Some(tx) = TX.get_or_init(start) {
         let _ = tx.send(path);
     }
 }

@@ -2,8 +2,6 @@
 
 use std::time::Duration;
 
-use silica_cron_tests::Env;
-
 /// Whether the long variants run (`SILICA_CRON_FAULTS_LONG=1`).
 pub fn long() -> bool {
     std::env::var("SILICA_CRON_FAULTS_LONG").is_ok_and(|v| v == "1")
@@ -38,12 +36,7 @@ impl Rng {
     }
 }
 
-/// `silica-cron --config CFG ARGS`.
-pub fn cli(env: &Env, cfg: &str, args: &[&str]) -> silica_cron_tests::Out {
-    let mut a = vec!["--config", cfg];
-    a.extend_from_slice(args);
-    env.cli(&a)
-}
+pub use silica_cron_tests::jobs::cli;
 
 /// The execution id a `prompts run` / `jobs run` printed.
 pub fn started_id(stdout: &str) -> Option<i64> {

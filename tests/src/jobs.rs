@@ -4,7 +4,14 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::Env;
+use crate::{Env, Out};
+
+/// `silica-cron --config CFG ARGS...`.
+pub fn cli(env: &Env, cfg: &str, args: &[&str]) -> Out {
+    let mut a = vec!["--config", cfg];
+    a.extend_from_slice(args);
+    env.cli(&a)
+}
 
 /// Writes an executable `#!/bin/sh` script into the Env's directory; returns its path.
 pub fn script(env: &Env, name: &str, body: &str) -> String {

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use silica_cron_tests::jobs::{script, wait_for};
+use silica_cron_tests::jobs::{self, script, wait_for};
 use silica_cron_tests::{run, Env, Out};
 
 fn config(env: &Env, extra: &str) -> String {
@@ -69,11 +69,7 @@ fn files_in(dir: &Path) -> Vec<String> {
 fn pause_holds_firing_across_a_restart_and_resume_follows_the_missed_run_policy() {
     let env = Env::built_in();
     let cfg = config(&env, "");
-    let cli = |args: &[&str]| {
-        let mut a = vec!["--config", cfg.as_str()];
-        a.extend_from_slice(args);
-        env.cli(&a)
-    };
+    let cli = |args: &[&str]| jobs::cli(&env, &cfg, args);
     // Not within a few seconds of a boundary, so the jobs exist before their first instant.
     if secs_into_minute() > 50 {
         sleep_past_next_minute(1);
@@ -147,11 +143,7 @@ fn a_backup_under_write_load_is_consistent_and_restores_into_the_running_daemon(
     let cfg = config(&env, "");
     let d = env.start_daemon(&["--config", &cfg]);
     let pid = d.pid();
-    let cli = |args: &[&str]| {
-        let mut a = vec!["--config", cfg.as_str()];
-        a.extend_from_slice(args);
-        env.cli(&a)
-    };
+    let cli = |args: &[&str]| jobs::cli(&env, &cfg, args);
     cli(&["prompts", "add", "seed", "seed"]).ok();
     let stop = Arc::new(AtomicBool::new(false));
     let writer = {
@@ -276,11 +268,7 @@ fn restore_refuses_bad_files_and_runs_in_progress_and_changes_nothing() {
     let env = Env::built_in();
     let cfg = config(&env, "");
     let d = env.start_daemon(&["--config", &cfg]);
-    let cli = |args: &[&str]| {
-        let mut a = vec!["--config", cfg.as_str()];
-        a.extend_from_slice(args);
-        env.cli(&a)
-    };
+    let cli = |args: &[&str]| jobs::cli(&env, &cfg, args);
     cli(&["prompts", "add", "keep", "text"]).ok();
     let good = env.path().join("good.db");
     cli(&["backup", good.to_str().unwrap()]).ok();
@@ -373,11 +361,7 @@ fn automatic_backups_before_rebuild_keep_the_newest_n_and_never_touch_manual_one
     let env = Env::built_in();
     let cfg = config(&env, "backup_dir = \"bk\"\nkeep_automatic_backups = 2\n");
     let dir = env.path().join("bk");
-    let cli = |args: &[&str]| {
-        let mut a = vec!["--config", cfg.as_str()];
-        a.extend_from_slice(args);
-        env.cli(&a)
-    };
+    let cli = |args: &[&str]| jobs::cli(&env, &cfg, args);
     // Without a daemon, backup and restore run one-shot.
     cli(&["migrate", "upgrade"]).ok();
     let manual = cli(&["backup"]);

@@ -6,7 +6,7 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use silica_cron_tests::client::wait_until;
-use silica_cron_tests::jobs::script;
+use silica_cron_tests::jobs::{self, script};
 use silica_cron_tests::{Daemon, Env};
 
 /// The revision that makes the scheduler's tables (built into silica-crond).
@@ -163,11 +163,7 @@ fn health_and_metrics_are_served_and_metrics_move_with_runs_and_requests() {
     let status_requests = sample(m, "silica_cron_socket_requests_total{kind=\"status\"}");
     assert!(status_requests >= 1.0, "{m}");
 
-    let cli = |args: &[&str]| {
-        let mut a = vec!["--config", cfg.as_str()];
-        a.extend_from_slice(args);
-        env.cli(&a)
-    };
+    let cli = |args: &[&str]| jobs::cli(&env, &cfg, args);
     cli(&["prompts", "add", "good", "good"]).ok();
     cli(&["prompts", "add", "bad", "bad"]).ok();
     cli(&[

@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use silica_cron_tests::jobs::{config, env_run_processes, rows, script, wait_for};
+use silica_cron_tests::jobs::{self, config, env_run_processes, rows, script, wait_for};
 use silica_cron_tests::{Daemon, Env};
 
 fn start(env: &Env, cfg: &str) -> Daemon {
@@ -26,11 +26,7 @@ esac"#,
     );
     let cfg = config(&env, &agent, "output_cap = 100000\n");
     let d = start(&env, &cfg);
-    let cli = |args: &[&str]| {
-        let mut a = vec!["--config", cfg.as_str()];
-        a.extend_from_slice(args);
-        env.cli(&a)
-    };
+    let cli = |args: &[&str]| jobs::cli(&env, &cfg, args);
     for (name, timeout) in [
         ("ok", None),
         ("fail", None),
@@ -123,11 +119,7 @@ fn manual_runs_print_their_id_or_stream_their_output() {
     let agent = script(&env, "agent.sh", "echo \"line one $1\"; echo \"to stderr\" >&2; echo 'line two'; [ \"$1\" = bad ] && exit 4; exit 0");
     let cfg = config(&env, &agent, "");
     let _d = start(&env, &cfg);
-    let cli = |args: &[&str]| {
-        let mut a = vec!["--config", cfg.as_str()];
-        a.extend_from_slice(args);
-        env.cli(&a)
-    };
+    let cli = |args: &[&str]| jobs::cli(&env, &cfg, args);
     cli(&["prompts", "add", "good", "good"]).ok();
     cli(&["prompts", "add", "bad", "bad"]).ok();
     cli(&[
@@ -206,11 +198,7 @@ fn history_retention_prunes_after_a_run_and_never_touches_running_rows() {
         "keep_executions_per_job = 3\nkeep_executions_days = 30\n",
     );
     let _d = start(&env, &cfg);
-    let cli = |args: &[&str]| {
-        let mut a = vec!["--config", cfg.as_str()];
-        a.extend_from_slice(args);
-        env.cli(&a)
-    };
+    let cli = |args: &[&str]| jobs::cli(&env, &cfg, args);
     cli(&["prompts", "add", "p", "p"]).ok();
     cli(&["jobs", "add", "j", "--prompt", "p", "--cron", "0 3 * * *"]).ok();
     cli(&["jobs", "add", "k", "--prompt", "p", "--cron", "0 4 * * *"]).ok();

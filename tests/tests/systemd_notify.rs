@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use silica_cron_tests::jobs::script;
+use silica_cron_tests::jobs::{self, script};
 use silica_cron_tests::{Daemon, Env};
 
 /// One datagram: what it said and which process sent it.
@@ -303,11 +303,7 @@ fn abstract_address_a_watchdog_for_another_pid_and_jobs_see_none_of_it() {
     let d = env.start_daemon(&["--config", cfg.to_str().unwrap()]);
     let ready = listener.wait(0, "READY=1 on an abstract socket", |m| m.has("READY=1"));
 
-    let cli = |args: &[&str]| {
-        let mut a = vec!["--config", cfg.to_str().unwrap()];
-        a.extend_from_slice(args);
-        env.cli(&a)
-    };
+    let cli = |args: &[&str]| jobs::cli(&env, cfg.to_str().unwrap(), args);
     cli(&["prompts", "add", "p", "hello"]).ok();
     let out = cli(&["prompts", "run", "p", "--wait"]);
     out.ok().stdout_has("SILICA_CRON_PROMPT=hello");
