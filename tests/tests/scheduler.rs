@@ -235,7 +235,17 @@ fn history_retention_prunes_after_a_run_and_never_touches_running_rows() {
 #[test]
 fn sigterm_while_a_client_follows_a_manual_run_stops_promptly() {
     let env = Env::built_in();
-    let agent = script(&env, "agent.sh", "echo begun; trap '' TERM; sleep 300");
+    // The marker is written after the output: the row turns `running` before the process
+    // exists, so waiting for the row alone lets SIGTERM land before the agent has printed.
+    let marker = env.path().join("begun");
+    let agent = script(
+        &env,
+        "agent.sh",
+        &format!(
+            "trap '' TERM; echo begun; touch {}; sleep 300",
+            marker.display()
+        ),
+    );
     let cfg = config(&env, &agent, "");
     let d = start(&env, &cfg);
     env.cli(&["--config", &cfg, "prompts", "add", "slow", "slow"])
@@ -253,6 +263,9 @@ fn sigterm_while_a_client_follows_a_manual_run_stops_promptly() {
         "running",
         Duration::from_secs(10),
     );
+    silica_cron_tests::client::wait_until(Duration::from_secs(10), "the agent printed", || {
+        marker.exists()
+    });
     let t = Instant::now();
     assert_eq!(d.stop(), 0);
     // kill_grace is 1 s in these tests: TERM is ignored, KILL follows.
