@@ -20,4 +20,4 @@ print_report() {
 trap print_report EXIT
 scripts/setup-alembic.sh >/dev/null
 cargo build --workspace --bins
-cargo test --workspace "$@"
+cargo test --workspace --no-fail-fast "$@"
