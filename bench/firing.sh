@@ -35,9 +35,8 @@
 # Needs cargo, cc, sqlite3 and python3. Takes 9-11 minutes: each configuration waits for a
 # minute boundary, and the shorter work (anchors, `cargo bench`) runs while it waits.
 set -euo pipefail
-
-repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$repo"
+bench_name=bench
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 idle_secs="${BENCH_IDLE_SECS:-60}"
 settle="${BENCH_SETTLE_SECS:-12}"
@@ -47,47 +46,28 @@ anchor_samples="${BENCH_ANCHOR_SAMPLES:-50}"
 one_minutes="${BENCH_ONE_MINUTES:-5}"
 burst_jobs="${BENCH_BURST_JOBS:-10000}"
 burst_conc="${BENCH_BURST_CONCURRENCY:-$burst_jobs}"
-cmdline=""
-for v in BENCH_IDLE_SECS BENCH_SETTLE_SECS BENCH_ANCHOR_SAMPLES BENCH_BURST_JOBS BENCH_BURST_CONCURRENCY \
-    BENCH_BURST_WAIT BENCH_STOP_SECS BENCH_ONE_MINUTES; do
-    [ -n "${!v:-}" ] && cmdline+="$v=${!v} "
-done
-cmdline+="bench/firing.sh${*:+ $*}"
+cmdline="$(command_line "bench/firing.sh${*:+ $*}" BENCH_IDLE_SECS BENCH_SETTLE_SECS \
+    BENCH_ANCHOR_SAMPLES BENCH_BURST_JOBS BENCH_BURST_CONCURRENCY BENCH_BURST_WAIT \
+    BENCH_STOP_SECS BENCH_ONE_MINUTES)"
+positive BENCH_IDLE_SECS "$idle_secs"
+positive BENCH_SETTLE_SECS "$settle"
+positive BENCH_ANCHOR_SAMPLES "$anchor_samples"
+positive BENCH_BURST_JOBS "$burst_jobs"
+positive BENCH_BURST_CONCURRENCY "$burst_conc"
+positive BENCH_BURST_WAIT "$burst_wait"
+positive BENCH_STOP_SECS "$stop_secs"
+positive BENCH_ONE_MINUTES "$one_minutes"
+need_tools cc sqlite3 python3 cargo
 
-die() { echo "bench: error: $*" >&2; exit 1; }
-step() { printf '\n== %s\n' "$*"; }
-
-for n in "$idle_secs" "$settle" "$anchor_samples" "$burst_jobs" "$burst_conc" "$burst_wait" "$stop_secs" "$one_minutes"; do
-    [[ "$n" =~ ^[1-9][0-9]*$ ]] || die "expected a positive integer, got '$n'"
-done
-for tool in cc sqlite3 python3 cargo; do
-    command -v "$tool" >/dev/null 2>&1 || die "$tool is needed"
-done
-
-# Variables the binaries read: the developer's own must not leak into the measured runs.
-for v in DATABASE_URL CRON_DATABASE_URL SILICA_CRON_SOCKET SILICA_CRON_CONFIG \
-    SILICA_CRON_MIGRATIONS SILICA_ENVIRONMENT LOG_LEVEL JOURNAL_STREAM SILICA_CRON_BENCH_SOCKET; do
-    unset "$v"
-done
-
-load_before="$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo '?')"
 machine="$(nproc) CPUs, $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1)"
 
-step "build (release)"
-cargo build --release --workspace --bins
+build_release
 cargo bench -p silica-cron-schedule --bench next --no-run
 # The commit the binaries were built from (taken now: others may commit while this runs).
 commit="$(git rev-parse --short HEAD 2>/dev/null || echo '?')"
 git diff --quiet HEAD -- proto daemon ctl runner schedule migrations 2>/dev/null || commit+=" + uncommitted product changes"
-bin="${CARGO_TARGET_DIR:-$repo/target}/release"
-cli="$bin/silica-cron"
-crond="$bin/silica-crond"
-[ -x "$cli" ] && [ -x "$crond" ] || die "release binaries missing in $bin"
 
-work="$(mktemp -d /tmp/scfire.XXXXXX)"
-case "$repo$work" in
-    *[\"\\\ ]*) die "paths with quotes, backslashes or spaces are not supported: $repo $work" ;;
-esac
+make_work scfire
 # Every process this script starts in the background, by pid; stopped on exit.
 pids=()
 forget() {
@@ -103,11 +83,7 @@ cleanup() {
     for p in "${pids[@]}"; do
         wait "$p" 2>/dev/null || true
     done
-    if [ -n "${BENCH_KEEP:-}" ]; then
-        echo "bench: kept $work" >&2
-    else
-        rm -rf "$work"
-    fi
+    remove_work
 }
 trap cleanup EXIT
 

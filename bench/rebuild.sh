@@ -23,57 +23,27 @@
 # Needs cargo, sqlite3 and python3 (with venv, for alembic: scripts/setup-alembic.sh), and about
 # 1.5 GB in /tmp. Takes a few minutes.
 set -euo pipefail
+bench_name=rebuild
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
-repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$repo"
-
-runs="${BENCH_RUNS:-5}"
+BENCH_RUNS="${BENCH_RUNS:-5}"
+runs="$BENCH_RUNS"
 rows="${BENCH_ROWS:-1000000}"
 target="1.1"
-cmdline="BENCH_RUNS=$runs"
-[ -n "${BENCH_ROWS:-}" ] && cmdline+=" BENCH_ROWS=$rows"
-cmdline+=" bench/rebuild.sh${*:+ $*}"
+cmdline="$(command_line "bench/rebuild.sh${*:+ $*}" BENCH_RUNS BENCH_ROWS)"
+positive BENCH_RUNS "$runs"
+positive BENCH_ROWS "$rows"
+need_tools python3 sqlite3 cargo
 
-die() { echo "rebuild: error: $*" >&2; exit 1; }
-step() { printf '\n== %s\n' "$*"; }
-
-[[ "$runs" =~ ^[1-9][0-9]*$ ]] || die "BENCH_RUNS=$runs: expected a positive integer"
-[[ "$rows" =~ ^[1-9][0-9]*$ ]] || die "BENCH_ROWS=$rows: expected a positive integer"
-command -v python3 >/dev/null 2>&1 || die "python3 is needed for bench/timeit.py"
-command -v sqlite3 >/dev/null 2>&1 || die "the sqlite3 shell is needed"
-
-# Variables the binaries read: the developer's own must not leak into the measured runs.
-for v in DATABASE_URL CRON_DATABASE_URL SILICA_CRON_SOCKET SILICA_CRON_CONFIG \
-    SILICA_CRON_MIGRATIONS SILICA_ENVIRONMENT LOG_LEVEL JOURNAL_STREAM \
-    ALEMBIC_PRIORITY_SERVER_DEFAULT SILICA_CRON_BENCH_SOCKET; do
-    unset "$v"
-done
-
-load_before="$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo '?')"
-
-step "build (release)"
-cargo build --release --workspace --bins
+build_release
 alembic="$(scripts/setup-alembic.sh | tail -n1)"
-bin="${CARGO_TARGET_DIR:-$repo/target}/release"
-cli="$bin/silica-cron"
-[ -x "$cli" ] && [ -x "$bin/silica-crond" ] || die "release binaries missing in $bin"
 sd="$(sqlite3 :memory: 'PRAGMA secure_delete')"
 echo "sqlite3 shell $(sqlite3 --version | cut -d' ' -f1) (secure_delete $sd by default);" \
     "$("$alembic" --version 2>&1), Python sqlite3 $("$(dirname "$alembic")/python" -c 'import sqlite3; print(sqlite3.sqlite_version)');" \
     "silica-cron: bundled $(grep -A1 '^name = "libsqlite3-sys"' Cargo.lock | sed -n 's/^version = "\(.*\)"/libsqlite3-sys \1/p')"
 
-work="$(mktemp -d /tmp/screbuild.XXXXXX)"
-case "$repo$work$alembic" in
-    *[\"\'\\\ ]*) die "paths with quotes, backslashes or spaces are not supported: $repo $work" ;;
-esac
-cleanup() {
-    if [ -n "${BENCH_KEEP:-}" ]; then
-        echo "rebuild: kept $work" >&2
-    else
-        rm -rf "$work"
-    fi
-}
-trap cleanup EXIT
+make_work screbuild "$alembic"
+trap remove_work EXIT
 
 mig="$work/migrations"        # the migrations checkout (SILICA_CRON_MIGRATIONS)
 aenv="$work/alembic_env"      # copy of tests/alembic_env plus the batch revision

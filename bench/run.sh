@@ -17,61 +17,34 @@
 # Needs cargo and python3 (with venv, for alembic: scripts/setup-alembic.sh). Takes a few
 # minutes: alembic is most of it.
 set -euo pipefail
+bench_name=bench
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
-repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$repo"
-
-runs="${BENCH_RUNS:-30}"
+BENCH_RUNS="${BENCH_RUNS:-30}"
+runs="$BENCH_RUNS"
 iters="${BENCH_ITERS:-2000}"
-cmdline="BENCH_RUNS=$runs"
-[ -n "${BENCH_ITERS:-}" ] && cmdline+=" BENCH_ITERS=$iters"
-cmdline+=" bench/run.sh${*:+ $*}"
+cmdline="$(command_line "bench/run.sh${*:+ $*}" BENCH_RUNS BENCH_ITERS)"
+positive BENCH_RUNS "$runs"
+positive BENCH_ITERS "$iters"
+need_tools python3 cargo
 
-die() { echo "bench: error: $*" >&2; exit 1; }
-step() { printf '\n== %s\n' "$*"; }
-
-[[ "$runs" =~ ^[1-9][0-9]*$ ]] || die "BENCH_RUNS=$runs: expected a positive integer"
-[[ "$iters" =~ ^[1-9][0-9]*$ ]] || die "BENCH_ITERS=$iters: expected a positive integer"
-command -v python3 >/dev/null 2>&1 || die "python3 is needed for bench/timeit.py"
-
-# Variables the binaries read: the developer's own must not leak into the measured runs.
-for v in DATABASE_URL CRON_DATABASE_URL SILICA_CRON_SOCKET SILICA_CRON_CONFIG \
-    SILICA_CRON_MIGRATIONS SILICA_ENVIRONMENT LOG_LEVEL JOURNAL_STREAM \
-    ALEMBIC_PRIORITY_SERVER_DEFAULT SILICA_CRON_BENCH_SOCKET; do
-    unset "$v"
-done
 # Same work on both sides: alembic's environment has the original three revisions, so ours
 # runs the same three (tests/fixtures/original-chain), not the ones this project added since.
 export SILICA_CRON_MIGRATIONS="$repo/tests/fixtures/original-chain"
 
-load_before="$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo '?')"
-
-step "build (release)"
-cargo build --release --workspace --bins
+build_release
 cargo bench -p silica-cron-tests --bench latency --no-run
 alembic="$(scripts/setup-alembic.sh | tail -n1)"
-bin="${CARGO_TARGET_DIR:-$repo/target}/release"
-cli="$bin/silica-cron"
-crond="$bin/silica-crond"
 ini="$repo/tests/alembic_env/alembic.ini"
-[ -x "$cli" ] && [ -x "$crond" ] || die "release binaries missing in $bin"
 
-# Short path: Unix socket paths must fit in 107 bytes.
-work="$(mktemp -d /tmp/scbench.XXXXXX)"
-case "$repo$work$alembic" in
-    *[\"\\\ ]*) die "paths with quotes, backslashes or spaces are not supported: $repo $work" ;;
-esac
+make_work scbench "$alembic"
 daemon_pid=""
 cleanup() {
     if [ -n "$daemon_pid" ]; then
         kill -TERM "$daemon_pid" 2>/dev/null || true
         wait "$daemon_pid" 2>/dev/null || true
     fi
-    if [ -n "${BENCH_KEEP:-}" ]; then
-        echo "bench: kept $work" >&2
-    else
-        rm -rf "$work"
-    fi
+    remove_work
 }
 trap cleanup EXIT
 
