@@ -43,9 +43,10 @@ enum Command {
     Status,
     /// Make the daemon re-read its configuration file.
     Reload,
-    /// Stop firing scheduled runs (kept across daemon restarts; runs in progress go on).
+    /// Stop firing scheduled runs (kept across daemon restarts; runs in progress go on; works
+    /// without a running daemon).
     Pause,
-    /// Fire scheduled runs again after `pause`.
+    /// Fire scheduled runs again after `pause` (works without a running daemon).
     Resume,
     /// Write a consistent copy of the database (works with or without a running daemon).
     Backup(BackupArgs),
@@ -112,8 +113,8 @@ fn main() -> ExitCode {
         Some(Command::Reload) => code(simple(&settings, Request::Reload, "reload")),
         Some(Command::Logs(args)) => code(show_logs(&settings, &args, cli.global.json)),
         Some(Command::Migrate { cmd }) => code(migrate(&settings, &cli.global, cmd)),
-        Some(Command::Pause) => code(simple(&settings, Request::Pause, "pause")),
-        Some(Command::Resume) => code(simple(&settings, Request::Resume, "resume")),
+        Some(Command::Pause) => code(maintenance(&settings, Request::Pause, "pause")),
+        Some(Command::Resume) => code(maintenance(&settings, Request::Resume, "resume")),
         Some(Command::Backup(args)) => {
             let req = Request::Backup(BackupRequest {
                 path: args.path.as_deref().map(absolute),
@@ -269,7 +270,8 @@ fn absolute(p: &std::path::Path) -> PathBuf {
     proto::paths::absolute(&std::env::current_dir().unwrap_or_default(), p)
 }
 
-/// `backup` and `restore`: through the daemon, else one-shot in `silica-crond` (as `migrate`).
+/// `backup`, `restore`, `pause` and `resume`: through the daemon, else one-shot in
+/// `silica-crond` (as `migrate`).
 fn maintenance(settings: &Settings, req: Request, what: &str) -> i32 {
     let mut conn = match Connection::open(&settings.socket) {
         Ok(c) => c,

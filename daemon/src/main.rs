@@ -13,6 +13,7 @@ mod metrics;
 mod migrate;
 mod notify;
 mod oneshot;
+mod pause;
 mod records;
 mod scheduler;
 mod server;
@@ -67,6 +68,8 @@ fn main() -> ExitCode {
             ExitCode::from(oneshot::backup(&settings, &b, cli.global.json) as u8)
         }
         Some(Command::Restore(r)) => ExitCode::from(oneshot::restore(&settings, &r) as u8),
+        Some(Command::Pause) => ExitCode::from(oneshot::pause(&settings, true) as u8),
+        Some(Command::Resume) => ExitCode::from(oneshot::pause(&settings, false) as u8),
         Some(Command::Serve(serve)) => run_daemon(cli.global, merge(cli.serve, serve), settings),
         None => run_daemon(cli.global, cli.serve, settings),
     }

@@ -1,5 +1,6 @@
-//! `silica-crond migrate …`: one migration command without a daemon, printing what the daemon
-//! would stream. Write commands take the same ownership lock as the daemon.
+//! The commands `silica-cron` falls back to when no daemon runs (`silica-crond migrate …`,
+//! `backup`, `restore`, `pause`, `resume`), printing what the daemon would stream. Those that
+//! write take the same ownership lock as the daemon, so none can start meanwhile.
 
 use std::io::Write;
 
@@ -8,7 +9,7 @@ use proto::message::{exit_code, Output};
 use proto::paths::Settings;
 
 use crate::backup::Policy;
-use crate::lock::{OwnerLock, Role};
+use crate::lock::{LockError, OwnerLock, Role};
 use crate::migrate::{self, store::Db, Ctx, Sink};
 
 /// A line on stderr. A write error is ignored where eprintln! would panic: with stderr
@@ -22,16 +23,22 @@ fn show(line: std::fmt::Arguments<'_>) {
     let _ = writeln!(std::io::stdout().lock(), "{line}");
 }
 
+/// The ownership lock as a one-shot holds it: waits (saying so) while another one-shot holds
+/// it, fails at once when a daemon does.
+fn owner_lock(settings: &Settings) -> Result<OwnerLock, LockError> {
+    let wait = |pid: &str| {
+        say(format_args!(
+            "Waiting for the migration run by pid {pid} to finish..."
+        ))
+    };
+    OwnerLock::acquire(&settings.lock, &settings.db, Role::Migrate, wait)
+}
+
 pub fn run(settings: &Settings, cmd: &MigrateCmd, json: bool) -> i32 {
     let _lock = if cmd.is_read_only() {
         None
     } else {
-        let wait = |pid: &str| {
-            say(format_args!(
-                "Waiting for the migration run by pid {pid} to finish..."
-            ))
-        };
-        match OwnerLock::acquire(&settings.lock, &settings.db, Role::Migrate, wait) {
+        match owner_lock(settings) {
             Ok(l) => Some(l),
             Err(e) => {
                 say(format_args!("FAILED: {e}"));
@@ -98,12 +105,7 @@ pub fn backup(settings: &Settings, args: &BackupArgs, json: bool) -> i32 {
 /// lock (no daemon can start on the database meanwhile). There is no scheduler to pause and no
 /// run in progress.
 pub fn restore(settings: &Settings, args: &RestoreArgs) -> i32 {
-    let wait = |pid: &str| {
-        say(format_args!(
-            "Waiting for the migration run by pid {pid} to finish..."
-        ))
-    };
-    let _lock = match OwnerLock::acquire(&settings.lock, &settings.db, Role::Migrate, wait) {
+    let _lock = match owner_lock(settings) {
         Ok(l) => l,
         Err(e) => {
             say(format_args!("silica-cron: restore: {e}"));
@@ -140,6 +142,45 @@ pub fn restore(settings: &Settings, args: &RestoreArgs) -> i32 {
         Ok(()) => exit_code::OK,
         Err(e) => {
             say(format_args!("silica-cron: restore: {e}"));
+            exit_code::FAILED
+        }
+    }
+}
+
+/// `silica-crond pause` / `resume`: the marker a daemon reads when it starts, written or
+/// removed under the ownership lock (a daemon starting meanwhile waits, then sees the result).
+pub fn pause(settings: &Settings, pause: bool) -> i32 {
+    let what = if pause { "pause" } else { "resume" };
+    let _lock = match owner_lock(settings) {
+        Ok(l) => l,
+        Err(e) => {
+            say(format_args!("silica-cron: {what}: {e}"));
+            return exit_code::FAILED;
+        }
+    };
+    let marker = settings.pause_marker();
+    let done = if !pause {
+        crate::pause::remove(&marker).map(|removed| {
+            if removed {
+                "▶  Scheduler resumed: jobs fire again once silica-crond runs (it is not running now)"
+            } else {
+                crate::pause::NOT_PAUSED
+            }
+        })
+    } else if marker.exists() {
+        Ok(crate::pause::ALREADY_PAUSED)
+    } else {
+        crate::pause::write(&marker).map(|()| {
+            "⏸  Scheduler paused: silica-crond is not running; when it starts, no job fires until `silica-cron resume` (the pause is kept across restarts)"
+        })
+    };
+    match done {
+        Ok(line) => {
+            show(format_args!("{line}"));
+            exit_code::OK
+        }
+        Err(e) => {
+            say(format_args!("silica-cron: {what}: {e}"));
             exit_code::FAILED
         }
     }

@@ -148,46 +148,24 @@ impl Shared {
     pub fn pause(&self) -> Result<String, ErrorReply> {
         let marker = self.settings().pause_marker();
         if self.paused.load(Ordering::SeqCst) {
-            return Ok("The scheduler was already paused".into());
+            return Ok(crate::pause::ALREADY_PAUSED.into());
         }
-        let text = format!(
-            "paused at {} with silica-cron pause; remove with silica-cron resume\n",
-            schedule::jiff::Timestamp::now()
-        );
-        let tmp = marker.with_extension("paused.tmp");
-        std::fs::write(&tmp, text)
-            .and_then(|()| std::fs::rename(&tmp, &marker))
-            .map_err(|e| {
-                let _ = std::fs::remove_file(&tmp);
-                ErrorReply::new(
-                    ErrorKind::Database,
-                    format!("cannot write the pause marker {}: {e}", marker.display()),
-                )
-            })?;
+        crate::pause::write(&marker).map_err(|e| ErrorReply::new(ErrorKind::Database, e))?;
         self.paused.store(true, Ordering::SeqCst);
         info!(marker = %marker.display(), "scheduler paused");
         self.replan.notify_one();
-        Ok("⏸  Scheduler paused: no job fires until `silica-cron resume` (runs in progress go on; the pause is kept across restarts)".into())
+        Ok(crate::pause::PAUSED.into())
     }
 
     pub fn resume(&self) -> Result<String, ErrorReply> {
         let marker = self.settings().pause_marker();
-        match std::fs::remove_file(&marker) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => {
-                return Err(ErrorReply::new(
-                    ErrorKind::Database,
-                    format!("cannot remove the pause marker {}: {e}", marker.display()),
-                ))
-            }
-        }
+        crate::pause::remove(&marker).map_err(|e| ErrorReply::new(ErrorKind::Database, e))?;
         if !self.paused.swap(false, Ordering::SeqCst) {
-            return Ok("The scheduler was not paused".into());
+            return Ok(crate::pause::NOT_PAUSED.into());
         }
         info!("scheduler resumed");
         self.replan.notify_one();
-        Ok("▶  Scheduler resumed".into())
+        Ok(crate::pause::RESUMED.into())
     }
 
     /// `silica-cron backup`: a consistent copy while the scheduler keeps writing.

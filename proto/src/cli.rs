@@ -63,6 +63,10 @@ pub enum DaemonCommand {
     Backup(BackupArgs),
     /// Restore a backup without a daemon (what `silica-cron restore` falls back to).
     Restore(RestoreArgs),
+    /// Pause the scheduler of a daemon not yet started (what `silica-cron pause` falls back to).
+    Pause,
+    /// Undo a pause without a daemon (what `silica-cron resume` falls back to).
+    Resume,
 }
 
 /// `backup [PATH] [--force]`, shared by both binaries.

@@ -136,6 +136,60 @@ fn pause_holds_firing_across_a_restart_and_resume_follows_the_missed_run_policy(
     drop(d);
 }
 
+#[test]
+fn pause_and_resume_work_without_a_daemon_and_the_next_daemon_obeys() {
+    let env = Env::built_in();
+    let cfg = config(&env, "");
+    let cli = |args: &[&str]| jobs::cli(&env, &cfg, args);
+    let marker = env.path().join("silica-cron.db.paused");
+
+    // No daemon: the one-shot writes the marker, and says a second pause changes nothing.
+    cli(&["pause"])
+        .ok()
+        .stdout_has("Scheduler paused")
+        .stdout_has("not running");
+    assert!(marker.exists());
+    cli(&["pause"]).ok().stdout_has("already paused");
+
+    // The next daemon starts paused, and a resume through it ends the pause.
+    let d = env.start_daemon(&["--config", &cfg]);
+    assert_eq!(scheduler_line(&cli(&["status"])), "scheduler:   paused");
+    assert!(d.log().contains("the scheduler is paused"), "{}", d.log());
+    cli(&["resume"]).ok().stdout_has("Scheduler resumed");
+    assert!(!marker.exists());
+    cli(&["pause"]).ok();
+    assert_eq!(d.stop(), 0);
+
+    // No daemon again: resume removes the marker the daemon wrote; twice changes nothing.
+    assert!(marker.exists());
+    cli(&["resume"])
+        .ok()
+        .stdout_has("Scheduler resumed")
+        .stdout_has("not running");
+    assert!(!marker.exists());
+    cli(&["resume"]).ok().stdout_has("was not paused");
+    let d = env.start_daemon(&["--config", &cfg]);
+    assert_eq!(scheduler_line(&cli(&["status"])), "scheduler:   running");
+    drop(d);
+
+    // A marker that cannot be written (a directory where its temp file goes; root is refused
+    // too) or removed (a directory in its place): the path is named, exit 1, nothing changed.
+    let tmp = env.path().join("silica-cron.db.paused.tmp");
+    std::fs::create_dir_all(tmp.join("in-the-way")).unwrap();
+    cli(&["pause"])
+        .code(1)
+        .stderr_has("silica-cron: pause: cannot write the pause marker")
+        .stderr_has(&marker.display().to_string());
+    assert!(!marker.exists());
+    assert!(tmp.join("in-the-way").exists());
+    std::fs::create_dir_all(marker.join("in-the-way")).unwrap();
+    cli(&["resume"])
+        .code(1)
+        .stderr_has("silica-cron: resume: cannot remove the pause marker")
+        .stderr_has(&marker.display().to_string());
+    assert!(marker.join("in-the-way").exists());
+}
+
 /// Prompts added and runs recorded in a loop by another thread while backups are taken.
 #[test]
 fn a_backup_under_write_load_is_consistent_and_restores_into_the_running_daemon() {
