@@ -69,7 +69,15 @@ pub fn status(s: &StatusInfo, json: bool) -> i32 {
     let _ = writeln!(out, "scheduler:   {}", s.scheduler);
     match s.active_jobs {
         Some(n) => writeln!(out, "jobs:        {n} active"),
-        None => writeln!(out, "jobs:        not read while the scheduler is held"),
+        None => writeln!(
+            out,
+            "jobs:        not read while the scheduler is {}",
+            if s.scheduler.starts_with("paused") {
+                "paused"
+            } else {
+                "held"
+            }
+        ),
     }
     .ok();
     let few: Vec<String> = s

@@ -153,7 +153,9 @@ fn pause_and_resume_work_without_a_daemon_and_the_next_daemon_obeys() {
 
     // The next daemon starts paused, and a resume through it ends the pause.
     let d = env.start_daemon(&["--config", &cfg]);
-    assert_eq!(scheduler_line(&cli(&["status"])), "scheduler:   paused");
+    let status = cli(&["status"]);
+    assert_eq!(scheduler_line(&status), "scheduler:   paused");
+    status.stdout_has("jobs:        not read while the scheduler is paused");
     assert!(d.log().contains("the scheduler is paused"), "{}", d.log());
     cli(&["resume"]).ok().stdout_has("Scheduler resumed");
     assert!(!marker.exists());
