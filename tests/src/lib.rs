@@ -234,6 +234,17 @@ impl Env {
             None => Command::new(bin(name)),
         };
         c.current_dir(self.path()).stdin(Stdio::null());
+        // SIGINT and SIGQUIT as a terminal leaves them: a test runner started as a background
+        // job inherits them ignored, and the tests that send them (Ctrl-C to a follower,
+        // strace's detach) would wait forever.
+        // SAFETY: signal() is async-signal-safe, and nothing else runs between fork and exec.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut c, || {
+                libc::signal(libc::SIGINT, libc::SIG_DFL);
+                libc::signal(libc::SIGQUIT, libc::SIG_DFL);
+                Ok(())
+            });
+        }
         for k in CLEARED {
             c.env_remove(k);
         }

@@ -265,7 +265,11 @@ fn a_follower_sees_new_lines_and_live_output_and_ctrl_c_frees_it() {
     // Ctrl-C: the client ends at once and quietly; the daemon frees the follower.
     // SAFETY: a signal to our own child.
     unsafe { libc::kill(follower.id() as i32, libc::SIGINT) };
-    let status = follower.wait().unwrap();
+    let status = silica_cron_tests::upgrade::wait_bounded(
+        &mut follower,
+        Duration::from_secs(10),
+        "the follower after SIGINT",
+    );
     assert_eq!(status.signal(), Some(libc::SIGINT), "{status:?}");
     let mut err = String::new();
     std::io::Read::read_to_string(&mut follower.stderr.take().unwrap(), &mut err).unwrap();
