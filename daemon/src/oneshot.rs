@@ -162,7 +162,7 @@ pub fn pause(settings: &Settings, pause: bool) -> i32 {
     let done = if !pause {
         crate::pause::remove(&marker).map(|removed| {
             if removed {
-                "▶  Scheduler resumed: jobs fire again once silica-crond runs (it is not running now)"
+                crate::pause::RESUMED_NO_DAEMON
             } else {
                 crate::pause::NOT_PAUSED
             }
@@ -170,9 +170,7 @@ pub fn pause(settings: &Settings, pause: bool) -> i32 {
     } else if marker.exists() {
         Ok(crate::pause::ALREADY_PAUSED)
     } else {
-        crate::pause::write(&marker).map(|()| {
-            "⏸  Scheduler paused: silica-crond is not running; when it starts, no job fires until `silica-cron resume` (the pause is kept across restarts)"
-        })
+        crate::pause::write(&marker).map(|()| crate::pause::PAUSED_NO_DAEMON)
     };
     match done {
         Ok(line) => {

@@ -9,6 +9,10 @@ pub const PAUSED: &str = "⏸  Scheduler paused: no job fires until `silica-cron
 pub const ALREADY_PAUSED: &str = "The scheduler was already paused";
 pub const RESUMED: &str = "▶  Scheduler resumed";
 pub const NOT_PAUSED: &str = "The scheduler was not paused";
+/// What the one-shot says: there is no daemon to tell.
+pub const PAUSED_NO_DAEMON: &str = "⏸  Scheduler paused: silica-crond is not running; when it starts, no job fires until `silica-cron resume` (the pause is kept across restarts)";
+pub const RESUMED_NO_DAEMON: &str =
+    "▶  Scheduler resumed: jobs fire again once silica-crond runs (it is not running now)";
 
 /// Writes the marker whole (a temp file renamed over it), so a daemon starting meanwhile sees
 /// either no marker or a complete one.
