@@ -181,7 +181,7 @@ fn disk_full() {
         r#"case "$1" in
   write) echo "writing into the workdir"
          if head -c 1000000 /dev/zero > "$3/out.bin"; then echo wrote; else echo "the write failed" >&2; exit 7; fi ;;
-  slow) sleep 2; echo "slow done"; touch "$(dirname "$0")/slow.done" ;;
+  slow) touch "$(dirname "$0")/slow.started"; sleep 3; echo "slow done"; touch "$(dirname "$0")/slow.done" ;;
   *) echo "$1" ;;
 esac"#,
     );
@@ -342,6 +342,11 @@ esac"#,
     let out = cli(&env, &cfg, &["prompts", "run", "slow"]);
     out.ok();
     let slow = started_id(&out.stdout).expect("the slow run's id");
+    // The reply comes once the run is recorded; its workdir (on the small disk) and process
+    // come just after, and must exist before the disk fills.
+    wait_until(Duration::from_secs(30), "the slow run to start", || {
+        env.path().join("slow.started").exists()
+    });
     disk.fill(0);
     wait_until(Duration::from_secs(30), "the slow run to end", || {
         marker.exists()

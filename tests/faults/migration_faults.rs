@@ -386,7 +386,8 @@ fn a_failed_write_while_recording_a_run() {
         &env,
         "agent.sh",
         r#"case "$1" in
-  slow) sleep 2; echo slow-done ;;
+  slow) here="$(dirname "$0")"; touch "$here/slow.started"
+        while [ ! -e "$here/slow.go" ]; do sleep 0.05; done; echo slow-done ;;
   *) echo "$1" ;;
 esac"#,
     );
@@ -399,7 +400,12 @@ esac"#,
     out.ok();
     let id = started_id(&out.stdout).unwrap();
     let log = env.path().join("daemon.strace");
-    sc.tried("strace attached to the daemon, failing every pwrite64 and fsync with EIO while a 2 s run ends; detached 4 s later");
+    sc.tried("strace attached to the daemon, failing every pwrite64 and fsync with EIO while a run ends; detached 4 s later");
+    // The run's start is recorded before strace attaches, and its end only after (the agent
+    // ends when told to): however slow the machine, the end meets the failing writes.
+    wait_until(Duration::from_secs(30), "the slow run to start", || {
+        env.path().join("slow.started").exists()
+    });
     let strace = Attached::to(
         d.pid(),
         &[
@@ -412,6 +418,7 @@ esac"#,
         ],
         &log,
     );
+    std::fs::write(env.path().join("slow.go"), "").unwrap();
     std::thread::sleep(Duration::from_secs(4));
     let traced = strace.detach();
     assert!(traced.contains("(INJECTED)"), "nothing injected:\n{traced}");
