@@ -467,29 +467,34 @@ fn manual_run(
     }
     // The output ends when the process does; the run records its outcome just after.
     let _ = runtime.block_on(run);
-    let status = contained(|| {
+    let outcome = contained(|| {
         shared
             .with_conn(move |c| {
                 c.query_row(
-                    "SELECT status FROM job_executions WHERE id = ?1",
+                    "SELECT status, coalesce(error_message, 'exit code ' || exit_code) FROM job_executions WHERE id = ?1",
                     [execution],
-                    |r| r.get::<_, Option<String>>(0),
+                    |r| Ok((r.get::<_, Option<String>>(0)?, r.get::<_, Option<String>>(1)?)),
                 )
             })
             .map_err(|e| ErrorReply::new(ErrorKind::Database, e))
-    })
-    .ok()
-    .flatten()
-    .unwrap_or_default();
+    });
     if !client_ok {
         return Err(ConnError::Timeout);
     }
-    let exit = if status == "completed" {
-        Exit::OK
-    } else {
-        Exit::NOT_OK
+    let (status, detail) = outcome.unwrap_or_default();
+    let status = status.unwrap_or_default();
+    if status == "completed" {
+        return conn.send(&ServerMsg::Done(Ok(Exit::OK)));
+    }
+    // The output alone does not say why the run did not complete (a start that could not be
+    // recorded has none at all).
+    let why = match (status.as_str(), detail) {
+        ("", _) => format!("execution {execution}: its outcome could not be read"),
+        (status, Some(detail)) => format!("execution {execution} {status}: {detail}"),
+        (status, None) => format!("execution {execution} {status}"),
     };
-    conn.send(&ServerMsg::Done(Ok(exit)))
+    conn.send(&ServerMsg::Output(Output::Stderr(why)))?;
+    conn.send(&ServerMsg::Done(Ok(Exit::NOT_OK)))
 }
 
 /// `silica-cron logs`: recent lines from the ring, then with `follow` new lines as they come

@@ -344,9 +344,28 @@ esac"#,
     let slow = started_id(&out.stdout).expect("the slow run's id");
     // The reply comes once the run is recorded; its workdir (on the small disk) and process
     // come just after, and must exist before the disk fills.
-    wait_until(Duration::from_secs(30), "the slow run to start", || {
-        env.path().join("slow.started").exists()
-    });
+    let row = |env: &Env| {
+        rows(
+            env,
+            &format!("SELECT status || ' ' || coalesce(error_message, '') FROM job_executions WHERE id = {slow};"),
+        )
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !env.path().join("slow.started").exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the slow run did not start within 60 s: {}\n{}",
+            row(&env),
+            d.log()
+        );
+        let now = row(&env);
+        assert!(
+            now.starts_with("pending") || now.starts_with("running"),
+            "the slow run ended without starting its agent: {now}\n{}",
+            d.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     disk.fill(0);
     wait_until(Duration::from_secs(30), "the slow run to end", || {
         marker.exists()

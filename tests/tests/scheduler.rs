@@ -152,7 +152,10 @@ fn manual_runs_print_their_id_or_stream_their_output() {
         .stdout_has("line one good\nline two")
         .stderr_has("to stderr");
     let failed = cli(&["jobs", "run", "nightly", "--wait"]);
-    failed.code(1).stdout_has("line one bad");
+    failed
+        .code(1)
+        .stdout_has("line one bad")
+        .stderr_has("execution 3 failed: ");
     assert_eq!(rows(&env, "SELECT j.name, e.status, e.exit_code FROM job_executions e JOIN scheduled_jobs j ON j.id = e.scheduled_job_id WHERE e.id = 3;"), "nightly|failed|4");
     cli(&["jobs", "run", "nope"])
         .code(1)
@@ -290,4 +293,53 @@ fn sigterm_while_a_client_follows_a_manual_run_stops_promptly() {
         "{:?}",
         env_run_processes(&env)
     );
+}
+
+#[test]
+fn a_manual_run_that_cannot_start_is_recorded_failed_not_left_pending() {
+    let env = Env::built_in();
+    let agent = script(&env, "agent.sh", "echo ran");
+    let cfg = config(&env, &agent, "");
+    let d = start(&env, &cfg);
+    let cli = |args: &[&str]| jobs::cli(&env, &cfg, args);
+    cli(&["prompts", "add", "p", "x"]).ok();
+    // The run's row is inserted, then marked running in a second write; another process makes
+    // that second write fail, as a disk filling between the two would.
+    env.sqlite(
+        "CREATE TRIGGER refuse_start BEFORE UPDATE OF status ON job_executions WHEN NEW.status = 'running'
+         BEGIN SELECT RAISE(ABORT, 'injected: the start cannot be written'); END;",
+    )
+    .ok();
+    let want = "failed|could not start: injected: the start cannot be written";
+    cli(&["prompts", "run", "p", "--wait"])
+        .code(1)
+        .stderr_has("execution 1 failed: could not start: injected: the start cannot be written");
+    assert_eq!(
+        rows(
+            &env,
+            "SELECT status || '|' || error_message FROM job_executions WHERE id = 1;"
+        ),
+        want,
+        "the follower is answered once the failure is recorded"
+    );
+    cli(&["prompts", "run", "p"])
+        .ok()
+        .stdout_has("started execution 2");
+    wait_for(
+        &env,
+        "SELECT status || '|' || error_message FROM job_executions WHERE id = 2;",
+        want,
+        Duration::from_secs(10),
+    );
+    assert!(
+        d.log()
+            .contains("cannot start the execution; recording it failed"),
+        "{}",
+        d.log()
+    );
+    // Once the cause is gone, runs start again.
+    env.sqlite("DROP TRIGGER refuse_start;").ok();
+    cli(&["prompts", "run", "p", "--wait"])
+        .ok()
+        .stdout_has("ran");
 }

@@ -154,12 +154,22 @@ pub async fn execute(
     let prepared =
         tokio::task::spawn_blocking(move || s.with_conn(move |c| start_batch(c, &[execution])))
             .await;
-    match prepared {
-        Ok(Ok(mut p)) if !p.is_empty() => run_prepared(shared, p.remove(0), cancel, live).await,
-        other => {
-            warn!(execution, result = ?other.map(|r| r.map(|v| v.len())), "cannot start the execution")
-        }
-    }
+    let error = match prepared {
+        Ok(Ok(mut p)) => match p.pop() {
+            Some(p) => return run_prepared(shared, p, cancel, live).await,
+            None => return, // deleted before it started: `start_batch` said so
+        },
+        Ok(Err(e)) => e.to_string(),
+        Err(e) => e.to_string(),
+    };
+    // The row was recorded and the client told, so it must not stay `pending`: it ends
+    // `failed`, written (or retried, as any end) by the end recorder.
+    warn!(
+        execution,
+        error, "cannot start the execution; recording it failed"
+    );
+    let error = format!("could not start: {error}");
+    finish(&shared, execution, "failed", None, "", &error, false).await;
 }
 
 /// Runs an execution already marked running, records its end, then applies retention.
