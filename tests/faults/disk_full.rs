@@ -352,13 +352,12 @@ esac"#,
     };
     let deadline = Instant::now() + Duration::from_secs(60);
     while !env.path().join("slow.started").exists() {
+        let now = row(&env);
         assert!(
             Instant::now() < deadline,
-            "the slow run did not start within 60 s: {}\n{}",
-            row(&env),
+            "the slow run did not start within 60 s: {now}\n{}",
             d.log()
         );
-        let now = row(&env);
         assert!(
             now.starts_with("pending") || now.starts_with("running"),
             "the slow run ended without starting its agent: {now}\n{}",

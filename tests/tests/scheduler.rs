@@ -4,6 +4,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use silica_cron_tests::client::wait_until;
 use silica_cron_tests::jobs::{self, config, env_run_processes, rows, script, wait_for};
 use silica_cron_tests::{Daemon, Env};
 
@@ -266,7 +267,7 @@ fn sigterm_while_a_client_follows_a_manual_run_stops_promptly() {
         "running",
         Duration::from_secs(10),
     );
-    silica_cron_tests::client::wait_until(Duration::from_secs(10), "the agent printed", || {
+    wait_until(Duration::from_secs(10), "the agent printed", || {
         marker.exists()
     });
     let t = Instant::now();
